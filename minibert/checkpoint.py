@@ -1,0 +1,200 @@
+"""Reading and writing Hugging Face-format model directories.
+
+A directory holds ``config.json`` and the weights, ``model.safetensors`` (preferred) or the older
+``pytorch_model.bin``. Because minibert's modules carry Hugging Face's names, a checkpoint's keys are
+the model's ``state_dict`` keys, up to four harmless differences that :func:`load_state_dict_into`
+smooths over:
+
+1. TF-era names: ``LayerNorm.gamma``/``LayerNorm.beta`` are ``LayerNorm.weight``/``LayerNorm.bias``.
+2. Buffers Hugging Face stores (``embeddings.position_ids``, ``embeddings.token_type_ids``) are
+   not parameters of minibert and are dropped.
+3. A bare ``BertModel`` checkpoint has keys without the ``bert.`` prefix that task models use; the prefix
+   is added or removed as needed.
+4. Tied weights: ``cls.predictions.decoder.weight`` is the word-embedding matrix and
+   ``cls.predictions.decoder.bias`` is ``cls.predictions.bias``; either spelling loads.
+
+What cannot be smoothed over raises :class:`CheckpointError` listing every offending key: encoder weights
+(``embeddings.*``, ``encoder.*``) missing from the checkpoint or left over, and any shape mismatch.
+Head weights the checkpoint lacks (the pooler, ``cls.*``, ``classifier``, ``qa_outputs``) keep their
+fresh initialisation and are listed in ``model.loading_info["initialized"]`` (and logged), which is how a
+pre-trained encoder becomes a fine-tuning model. Head weights the model has no place for (for example the
+MLM head when loading into a plain ``BertModel``) are ignored and listed in ``loading_info["ignored"]``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import BertConfig, atomic_write_text
+
+logger = logging.getLogger("minibert")
+
+SAFETENSORS_NAME = "model.safetensors"
+PYTORCH_NAME = "pytorch_model.bin"
+BASE_PREFIX = "bert."
+ENCODER_PREFIXES = ("embeddings.", "encoder.")        # must be complete in any checkpoint
+BASE_PREFIXES = ENCODER_PREFIXES + ("pooler.",)        # what lives under "bert." in a task model
+BUFFER_SUFFIXES = ("position_ids", "token_type_ids")   # Hugging Face buffers, not weights
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model: missing encoder weights, wrong shapes, extra layers."""
+
+
+# ======================================================================================= reading
+def find_weights_file(directory: str | os.PathLike) -> Path:
+    """The weights file of a model directory: model.safetensors, else pytorch_model.bin."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory (expected config.json + {SAFETENSORS_NAME})")
+    for name in (SAFETENSORS_NAME, PYTORCH_NAME):
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(f"no {SAFETENSORS_NAME} or {PYTORCH_NAME} in {directory}")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors or PyTorch .bin file, on the CPU."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path), device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    return state
+
+
+def normalize_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename TF-era LayerNorm gamma/beta to weight/bias and drop Hugging Face's index buffers."""
+    out = {}
+    for key, tensor in state.items():
+        if key.rsplit(".", 1)[-1] in BUFFER_SUFFIXES and ".embeddings." in f".{key}":
+            continue
+        if key.endswith(".gamma"):
+            key = key[: -len("gamma")] + "weight"
+        elif key.endswith(".beta"):
+            key = key[: -len("beta")] + "bias"
+        out[key] = tensor
+    return out
+
+
+def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
+    """{alias: canonical} for state_dict keys that name an already-listed Parameter (tied weights)."""
+    seen: dict[int, str] = {}
+    aliases = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            aliases[key] = seen[id(tensor)]
+        else:
+            seen[id(tensor)] = key
+    return aliases
+
+
+def _is_encoder_key(key: str) -> bool:
+    key = key[len(BASE_PREFIX):] if key.startswith(BASE_PREFIX) else key
+    return key.startswith(ENCODER_PREFIXES)
+
+
+def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Copy ``state`` into ``model`` (see the module docstring). Returns {"initialized", "ignored"}."""
+    state = normalize_keys(state)
+    model_state = model.state_dict()
+    aliases = tied_aliases(model)                   # e.g. cls.predictions.decoder.weight -> bert.embeddings...
+    expected = [k for k in model_state if k not in aliases]
+    has_base = any(k.startswith(BASE_PREFIX) for k in expected)
+    ckpt_has_prefix = any(k.startswith(BASE_PREFIX) for k in state)
+
+    # 3. the "bert." prefix
+    if has_base and not ckpt_has_prefix:
+        state = {(BASE_PREFIX + k if k.startswith(BASE_PREFIXES) else k): v for k, v in state.items()}
+    elif not has_base and ckpt_has_prefix:
+        state = {(k[len(BASE_PREFIX):] if k.startswith(BASE_PREFIX) else k): v for k, v in state.items()}
+
+    # 4. tied weights: keep the canonical spelling, accept an alias when the canonical key is absent.
+    for alias, canonical in aliases.items():
+        if alias in state:
+            tensor = state.pop(alias)
+            state.setdefault(canonical, tensor)
+
+    expected_set = set(expected)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected_set]
+    wrong_shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(model_state[k].shape)}"
+                   for k in expected if k in state and tuple(state[k].shape) != tuple(model_state[k].shape)]
+    missing_encoder = [k for k in missing if _is_encoder_key(k)]
+    unexpected_encoder = [k for k in unexpected if _is_encoder_key(k)]
+    problems = []
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} weight(s) with the wrong shape: " + "; ".join(wrong_shape))
+    if missing_encoder:
+        problems.append(f"{len(missing_encoder)} encoder weight(s) missing from the checkpoint: "
+                        + ", ".join(missing_encoder))
+    if unexpected_encoder:
+        problems.append(f"{len(unexpected_encoder)} encoder weight(s) the model has no place for "
+                        "(does config.json match the weights?): " + ", ".join(unexpected_encoder))
+    if problems:
+        raise CheckpointError(f"cannot load checkpoint into {type(model).__name__}: " + " | ".join(problems))
+
+    with torch.no_grad():
+        for key in expected:
+            if key in state:
+                model_state[key].copy_(state[key])   # state_dict tensors share storage with the parameters
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    info = {"initialized": missing, "ignored": unexpected}
+    if missing:
+        logger.warning("%s: weights not in the checkpoint, left at their initialisation (train them "
+                       "before use): %s", type(model).__name__, ", ".join(missing))
+    if unexpected:
+        logger.info("%s: checkpoint weights not used by this model (ignored): %s",
+                    type(model).__name__, ", ".join(unexpected))
+    return info
+
+
+def load_pretrained(cls, directory: str | os.PathLike, *, dtype: torch.dtype | None = None,
+                    output_loading_info: bool = False, **config_overrides: Any):
+    """``cls.from_pretrained``: config from ``directory/config.json`` (plus overrides), then the weights."""
+    directory = Path(directory)
+    weights = find_weights_file(directory)
+    config = BertConfig.from_pretrained(directory, **config_overrides)
+    model = cls(config)
+    info = load_state_dict_into(model, read_state_dict(weights))
+    if dtype is not None:
+        model = model.to(dtype)
+    model.loading_info = info
+    model.eval()   # as Hugging Face: a loaded model starts in eval mode (dropout off)
+    return (model, info) if output_loading_info else model
+
+
+# ======================================================================================= writing
+def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into ``directory``, each atomically.
+
+    Tied aliases (``cls.predictions.decoder.weight``/``.bias``) are not written, as Hugging Face does;
+    transformers re-ties them on load.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    aliases = tied_aliases(model)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in aliases}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{SAFETENSORS_NAME}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        os.replace(tmp, directory / SAFETENSORS_NAME)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    values = model.config.to_dict()
+    values["architectures"] = [type(model).__name__]
+    atomic_write_text(directory / "config.json", json.dumps(values, indent=2, sort_keys=True) + "\n")

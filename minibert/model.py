@@ -1,0 +1,638 @@
+"""BERT: the encoder and its task heads (Devlin et al. 2019, Section 3, Figures 1-2, Appendix A).
+
+Shapes in comments: B batch, S sequence length, H hidden size, A attention heads, D = H / A head size,
+I intermediate (feed-forward) size, V vocabulary size, P masked positions per sequence, C choices.
+
+Faithful to Google's modeling.py (post-LayerNorm Transformer encoder, learned absolute position
+embeddings, segment embeddings, tanh pooler on [CLS]) with Hugging Face's module names
+(modeling_bert.py), so HF checkpoints load key for key. Where minibert differs:
+
+* ``hidden_act="gelu"`` is the exact erf GELU (Hugging Face's meaning); Google's modeling.py uses the tanh
+  approximation under that name. Use ``"gelu_new"`` for Google's.
+* Masked attention scores get ``torch.finfo(dtype).min`` (as Hugging Face) instead of Google's -10000.0,
+  so a masked key gets exactly zero probability and a row whose keys are all padding stays finite in
+  fp32, fp16 and bf16 (its probabilities are then uniform; such rows are padding and never read).
+* The word-embedding matrix has no ``padding_idx`` (Google has none; Hugging Face sets one, which only
+  zeroes that row at initialisation and blocks its gradient).
+* Initialisation is Google's truncated normal (std = initializer_range, cut at 2 std), where Hugging
+  Face uses a plain normal.
+* ``BertForPreTraining`` also returns ``mlm_loss`` and ``nsp_loss``, and gives a loss when only one of the
+  two label sets is passed (Hugging Face gives none unless both are).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BertConfig
+from .heads import ACT2FN, BertOnlyMLMHead, BertPreTrainingHeads, gather_positions
+
+__all__ = [
+    "BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification",
+    "BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice",
+    "BertPreTrainedModel", "extended_attention_mask",
+]
+
+
+# ======================================================================================= outputs
+class ModelOutput:
+    """Base for output dataclasses: attribute access, plus ``out[0]``/``out["logits"]`` like Hugging Face."""
+
+    def to_tuple(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None)
+
+    def __getitem__(self, key: int | str | slice) -> Any:
+        if isinstance(key, str):
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+
+@dataclass
+class BaseModelOutputWithPooling(ModelOutput):
+    last_hidden_state: torch.Tensor = None          # (B, S, H)
+    pooler_output: torch.Tensor | None = None       # (B, H); None without a pooler
+    hidden_states: tuple | None = None              # L + 1 tensors (B, S, H): embeddings, then each layer
+    attentions: tuple | None = None                 # L tensors (B, A, S, S)
+
+
+@dataclass
+class BertForPreTrainingOutput(ModelOutput):
+    loss: torch.Tensor | None = None                # mlm_loss + nsp_loss (those that were asked for)
+    prediction_logits: torch.Tensor = None          # (B, S, V), or (B, P, V) with masked_lm_positions
+    seq_relationship_logits: torch.Tensor = None    # (B, 2)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    mlm_loss: torch.Tensor | None = None
+    nsp_loss: torch.Tensor | None = None
+
+
+@dataclass
+class MaskedLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor = None                     # (B, S, V), or (B, P, V) with masked_lm_positions
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class SequenceClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor = None                     # (B, num_labels)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class TokenClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor = None                     # (B, S, num_labels)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    start_logits: torch.Tensor = None               # (B, S)
+    end_logits: torch.Tensor = None                 # (B, S)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class MultipleChoiceModelOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor = None                     # (B, C)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+# ======================================================================================= masks
+def extended_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Turn a keep-mask into an additive mask for the attention scores.
+
+    attention_mask: (B, S) with 1 for tokens to attend to and 0 for padding (or a (B, S, S) mask, one
+    row per query). Returns (B, 1, 1, S) (or (B, 1, S, S)) in ``dtype``: 0 where kept, and the most
+    negative finite number of ``dtype`` where masked, so that softmax gives those keys zero weight.
+    """
+    if attention_mask.dim() == 2:
+        keep = attention_mask[:, None, None, :]     # (B, 1, 1, S): broadcasts over heads and queries
+    elif attention_mask.dim() == 3:
+        keep = attention_mask[:, None, :, :]        # (B, 1, S, S)
+    else:
+        raise ValueError(f"attention_mask must have shape (B, S) or (B, S, S), got {tuple(attention_mask.shape)}")
+    keep = keep.bool() if keep.dtype != torch.bool else keep
+    zeros = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
+    return zeros.masked_fill(~keep, torch.finfo(dtype).min)
+
+
+# ======================================================================================= encoder
+class BertEmbeddings(nn.Module):
+    """Token + segment + position embeddings, then LayerNorm and dropout (Section 3.2, Figure 2)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.max_position_embeddings = config.max_position_embeddings
+
+    def forward(self, input_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)            # (B, S, H)
+        batch, seq_len = inputs_embeds.shape[:2]
+        if seq_len > self.max_position_embeddings:
+            raise ValueError(
+                f"input sequence length {seq_len} exceeds max_position_embeddings "
+                f"({self.max_position_embeddings}); truncate the input (e.g. tokenizer(..., truncation=True, "
+                f"max_length={self.max_position_embeddings}))")
+        device = inputs_embeds.device
+        if position_ids is None:
+            position_ids = torch.arange(seq_len, device=device).unsqueeze(0)   # (1, S)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(batch, seq_len, dtype=torch.long, device=device)  # (B, S)
+        embeddings = (inputs_embeds
+                      + self.token_type_embeddings(token_type_ids)             # (B, S, H)
+                      + self.position_embeddings(position_ids))                # (1 or B, S, H)
+        return self.dropout(self.LayerNorm(embeddings))                        # (B, S, H)
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head scaled dot-product self-attention (Vaswani et al. 2017; BERT Section 3).
+
+    Two interchangeable kernels compute softmax(Q K^T / sqrt(D) + mask) V:
+
+    * explicit ("eager"): the formula written out; it can return the attention probabilities.
+    * "sdpa": ``torch.nn.functional.scaled_dot_product_attention``, fused and memory-efficient.
+
+    ``config.attn_implementation`` picks one; ``output_attentions=True`` forces the explicit kernel.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.hidden_size // config.num_attention_heads   # D
+        self.all_head_size = self.num_attention_heads * self.attention_head_size      # A * D = H
+        self.query = nn.Linear(config.hidden_size, self.all_head_size)
+        self.key = nn.Linear(config.hidden_size, self.all_head_size)
+        self.value = nn.Linear(config.hidden_size, self.all_head_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.attn_implementation = config.attn_implementation
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq_len, _ = x.shape                                              # (B, S, H)
+        x = x.view(batch, seq_len, self.num_attention_heads, self.attention_head_size)  # (B, S, A, D)
+        return x.transpose(1, 2)                                                  # (B, A, S, D)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states (B, S, H); attention_mask: bool keep-mask (B, 1, 1|S, S) or None.
+
+        Returns the context (B, S, H) and, when ``output_attentions``, the probabilities (B, A, S, S).
+        """
+        q = self._split_heads(self.query(hidden_states))   # (B, A, S, D)
+        k = self._split_heads(self.key(hidden_states))     # (B, A, S, D)
+        v = self._split_heads(self.value(hidden_states))   # (B, A, S, D)
+        # The additive mask in the dtype the scores are computed in (bf16/fp16 under autocast).
+        mask = None if attention_mask is None else extended_attention_mask_from_keep(attention_mask, q.dtype)
+
+        probs = None
+        if output_attentions or self.attn_implementation == "eager":
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.attention_head_size)  # (B, A, S, S)
+            if mask is not None:
+                # clamp: in fp16, a very negative score plus finfo.min would round to -inf.
+                scores = (scores + mask).clamp_min(torch.finfo(scores.dtype).min)
+            probs = torch.softmax(scores, dim=-1)          # (B, A, S, S), rows sum to 1
+            context = torch.matmul(self.dropout(probs), v)  # (B, A, S, D)
+        else:
+            context = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0)  # (B, A, S, D)
+        batch, _, seq_len, _ = context.shape
+        context = context.transpose(1, 2).reshape(batch, seq_len, self.all_head_size)  # (B, S, H)
+        return context, (probs if output_attentions else None)
+
+
+def extended_attention_mask_from_keep(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool keep-mask (B, 1, 1|S, S) -> additive mask in ``dtype`` (0 kept, finfo(dtype).min masked)."""
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+class BertSelfOutput(nn.Module):
+    """Output projection of attention, dropout, residual, LayerNorm (post-LN, as in the paper)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        # (B, S, H), residual (B, S, H) -> (B, S, H)
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class BertAttention(nn.Module):
+    """``attention.self`` (multi-head attention) followed by ``attention.output`` (Add & Norm)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
+        context, probs = self.self(hidden_states, attention_mask, output_attentions)  # (B, S, H)
+        return self.output(context, hidden_states), probs                           # (B, S, H)
+
+
+class BertIntermediate(nn.Module):
+    """First half of the position-wise feed-forward network: H -> I (= 4H) and GELU."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(hidden_states))  # (B, S, H) -> (B, S, I)
+
+
+class BertOutput(nn.Module):
+    """Second half of the feed-forward network: I -> H, dropout, residual, LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        # (B, S, I), residual (B, S, H) -> (B, S, H)
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class BertLayer(nn.Module):
+    """One Transformer encoder block: attention sub-layer then feed-forward sub-layer, each post-LN."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
+        attention_output, probs = self.attention(hidden_states, attention_mask, output_attentions)  # (B, S, H)
+        layer_output = self.output(self.intermediate(attention_output), attention_output)          # (B, S, H)
+        return layer_output, probs
+
+
+class BertEncoder(nn.Module):
+    """A stack of ``num_hidden_layers`` identical blocks: ``encoder.layer.N``."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False, output_hidden_states=False):
+        all_hidden = (hidden_states,) if output_hidden_states else None  # embeddings output first
+        all_attn = () if output_attentions else None
+        for layer in self.layer:
+            hidden_states, probs = layer(hidden_states, attention_mask, output_attentions)  # (B, S, H)
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+            if output_attentions:
+                all_attn += (probs,)
+        return hidden_states, all_hidden, all_attn
+
+
+class BertPooler(nn.Module):
+    """tanh(W h_[CLS] + b): the sequence summary used by NSP and classification (Section 3, Figure 1's C)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))  # (B, S, H) -> (B, H)
+
+
+# ======================================================================================= base class
+class BertPreTrainedModel(nn.Module):
+    """Shared machinery: Google's initialisation, weight tying, parameter counts, loading and saving."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        if not isinstance(config, BertConfig):
+            raise TypeError(f"{type(self).__name__} needs a minibert BertConfig, got {type(config).__name__}")
+        config.validate()
+        self.config = config
+
+    # ----------------------------------------------------------------------------------- init
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Google's create_initializer: truncated normal (cut at 2 std), zero biases, LayerNorm 1 / 0."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def post_init(self) -> None:
+        """Initialise every weight, then tie the MLM decoder to the word embeddings."""
+        self.apply(self._init_weights)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Make ``cls.predictions.decoder.weight`` the very same Parameter as the word embeddings."""
+        cls = getattr(self, "cls", None)
+        if cls is not None:
+            cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+            cls.predictions.bias = cls.predictions.decoder.bias
+
+    # ----------------------------------------------------------------------------------- helpers
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Number of distinct parameters (tied weights counted once)."""
+        params = {id(p): p for p in self.parameters()}    # parameters() already deduplicates
+        if exclude_embeddings:
+            for m in self.modules():
+                if isinstance(m, nn.Embedding):
+                    params.pop(id(m.weight), None)
+        return sum(p.numel() for p in params.values() if p.requires_grad or not only_trainable)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        base = self if isinstance(self, BertModel) else self.bert
+        return base.embeddings.word_embeddings
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, dtype: torch.dtype | None = None,
+                        output_loading_info: bool = False, **config_overrides: Any):
+        """Load a Hugging Face-format directory (config.json + model.safetensors or pytorch_model.bin).
+
+        ``config_overrides`` change config fields (e.g. ``num_labels=3``, ``attn_implementation="eager"``).
+        Heads missing from the checkpoint are left at their initialisation and listed in
+        ``model.loading_info``; see :func:`minibert.checkpoint.load_pretrained`.
+        """
+        from .checkpoint import load_pretrained
+        return load_pretrained(cls, directory, dtype=dtype, output_loading_info=output_loading_info,
+                               **config_overrides)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write config.json and model.safetensors (atomically) in a form transformers can load."""
+        from .checkpoint import save_pretrained
+        save_pretrained(self, directory)
+
+
+def _check_ids(input_ids, inputs_embeds, dims: int = 2) -> None:
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    if input_ids is not None:
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+        if input_ids.dim() != dims:
+            raise ValueError(f"input_ids must have {dims} dimensions, got shape {tuple(input_ids.shape)}")
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
+
+
+# ======================================================================================= models
+class BertModel(BertPreTrainedModel):
+    """The bare encoder: embeddings, ``num_hidden_layers`` blocks and (optionally) the pooler."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True, init_weights: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        if init_weights:  # a task model initialises everything, its BertModel included, once
+            self.post_init()
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None, output_attentions: bool = False,
+                output_hidden_states: bool = False, return_dict: bool = True) -> BaseModelOutputWithPooling:
+        """input_ids (B, S); attention_mask (B, S) 1 = token, 0 = padding; token_type_ids (B, S) 0/1."""
+        _check_ids(input_ids, inputs_embeds)
+        shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:2])
+        for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if t is not None and tuple(t.shape[:2]) != shape:
+                raise ValueError(f"{name} has shape {tuple(t.shape)} but input_ids has shape {shape}")
+        embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, S, H)
+        keep = None
+        if attention_mask is not None:
+            if attention_mask.dim() == 2:
+                keep = attention_mask[:, None, None, :].bool()  # (B, 1, 1, S): keys to attend to
+            elif attention_mask.dim() == 3:
+                keep = attention_mask[:, None, :, :].bool()     # (B, 1, S, S): per query
+            else:
+                raise ValueError(f"attention_mask must be (B, S) or (B, S, S), got {tuple(attention_mask.shape)}")
+        sequence_output, hidden_states, attentions = self.encoder(
+            embedding_output, keep, output_attentions, output_hidden_states)                     # (B, S, H)
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None       # (B, H)
+        return BaseModelOutputWithPooling(sequence_output, pooled_output, hidden_states, attentions)
+
+
+def _mlm_logits_and_loss(model, sequence_output, labels, masked_lm_positions):
+    """Shared by BertForPreTraining and BertForMaskedLM: dense or sparse (gathered) MLM logits and loss."""
+    if masked_lm_positions is not None:
+        sequence_output = gather_positions(sequence_output, masked_lm_positions)  # (B, P, H)
+    logits = model.cls.predictions(sequence_output)                            # (B, S or P, V)
+    loss = None
+    if labels is not None:
+        if tuple(labels.shape) != tuple(logits.shape[:2]):
+            what = "masked_lm_positions" if masked_lm_positions is not None else "input_ids"
+            raise ValueError(f"labels have shape {tuple(labels.shape)} but {what} gives {tuple(logits.shape[:2])}")
+        # Mean over the positions whose label is not -100 (Google: sum(w * nll) / (sum(w) + 1e-5)).
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+    return logits, loss
+
+
+class BertForPreTraining(BertPreTrainedModel):
+    """BERT with both pre-training heads: masked LM and next-sentence prediction (Section 3.1)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, init_weights=False)
+        self.cls = BertPreTrainingHeads(config)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, next_sentence_label=None, masked_lm_positions=None,
+                output_attentions=False, output_hidden_states=False, return_dict=True) -> BertForPreTrainingOutput:
+        """labels: (B, S) with -100 at unmasked tokens, or (B, P) with ``masked_lm_positions`` (B, P).
+        next_sentence_label: (B,) 0 = B follows A (IsNext), 1 = random (NotNext)."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_attentions, output_hidden_states)
+        prediction_logits, mlm_loss = _mlm_logits_and_loss(self, out.last_hidden_state, labels, masked_lm_positions)
+        seq_relationship_logits = self.cls.seq_relationship(out.pooler_output)      # (B, 2)
+        nsp_loss = None
+        if next_sentence_label is not None:
+            nsp_loss = F.cross_entropy(seq_relationship_logits.float(), next_sentence_label.reshape(-1))
+        losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
+        loss = sum(losses) if losses else None
+        return BertForPreTrainingOutput(loss, prediction_logits, seq_relationship_logits, out.hidden_states,
+                                        out.attentions, mlm_loss, nsp_loss)
+
+
+class BertForMaskedLM(BertPreTrainedModel):
+    """BERT with the masked-LM head only (no pooler, as in Hugging Face)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False, init_weights=False)
+        self.cls = BertOnlyMLMHead(config)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, masked_lm_positions=None, output_attentions=False,
+                output_hidden_states=False, return_dict=True) -> MaskedLMOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_attentions, output_hidden_states)
+        logits, loss = _mlm_logits_and_loss(self, out.last_hidden_state, labels, masked_lm_positions)
+        return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class BertForSequenceClassification(BertPreTrainedModel):
+    """A linear classifier on the pooled [CLS] vector (Section 4.1, Figure 4a/b).
+
+    Loss as Hugging Face: MSE when ``num_labels == 1`` (regression, e.g. STS-B), cross-entropy for integer
+    labels, BCE-with-logits for float multi-hot labels (``problem_type="multi_label_classification"``).
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, init_weights=False)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
+                return_dict=True) -> SequenceClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(out.pooler_output))   # (B, num_labels)
+        loss = None
+        if labels is not None:
+            problem = self.config.problem_type
+            if problem is None:
+                if self.num_labels == 1:
+                    problem = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    problem = "single_label_classification"
+                else:
+                    problem = "multi_label_classification"
+            if problem == "regression":
+                loss = F.mse_loss(logits.float().reshape(labels.shape) if self.num_labels == 1 else logits.float(),
+                                  labels.float())
+            elif problem == "single_label_classification":
+                loss = F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1))
+            else:
+                loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class BertForTokenClassification(BertPreTrainedModel):
+    """A linear classifier on every token's final hidden vector (Section 4.3 / 5.3, Figure 4d); no pooler."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False, init_weights=False)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
+                return_dict=True) -> TokenClassifierOutput:
+        """labels: (B, S) class ids, -100 where no label (padding, sub-word continuations)."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(out.last_hidden_state))   # (B, S, num_labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
+        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class BertForQuestionAnswering(BertPreTrainedModel):
+    """Span prediction (Section 4.2, Figure 4c): a start vector S and an end vector E, ``qa_outputs``.
+
+    ``start_positions``/``end_positions`` (B,) outside [0, S) are clamped to S and ignored in the loss,
+    as in Hugging Face; the loss is the mean of the start and end cross-entropies.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False, init_weights=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)  # num_labels = 2: start, end
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=False,
+                output_hidden_states=False, return_dict=True) -> QuestionAnsweringModelOutput:
+        if self.num_labels != 2:
+            raise ValueError(f"BertForQuestionAnswering needs num_labels=2 (start, end), got {self.num_labels}")
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_attentions, output_hidden_states)
+        logits = self.qa_outputs(out.last_hidden_state)          # (B, S, 2)
+        start_logits, end_logits = logits.unbind(dim=-1)         # (B, S) each
+        start_logits, end_logits = start_logits.contiguous(), end_logits.contiguous()
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            ignored = start_logits.shape[1]                       # S: "no answer in this window"
+            start_positions = start_positions.reshape(-1).clamp(0, ignored)
+            end_positions = end_positions.reshape(-1).clamp(0, ignored)
+            start_loss = F.cross_entropy(start_logits.float(), start_positions, ignore_index=ignored)
+            end_loss = F.cross_entropy(end_logits.float(), end_positions, ignore_index=ignored)
+            loss = (start_loss + end_loss) / 2
+        return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
+
+
+class BertForMultipleChoice(BertPreTrainedModel):
+    """One score per (context, choice) pair from the pooled vector, softmax over choices (SWAG, Section 4.4)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, init_weights=False)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
+                return_dict=True) -> MultipleChoiceModelOutput:
+        """input_ids, attention_mask, token_type_ids: (B, C, S); labels (B,) index of the right choice."""
+        _check_ids(input_ids, inputs_embeds, dims=3) if inputs_embeds is None else None
+        num_choices = input_ids.shape[1] if input_ids is not None else inputs_embeds.shape[1]
+
+        def flat(t):  # (B, C, S, ...) -> (B * C, S, ...)
+            return None if t is None else t.reshape(-1, *t.shape[2:])
+
+        out = self.bert(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
+                        flat(inputs_embeds), output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(out.pooler_output)).view(-1, num_choices)  # (B, C)
+        loss = F.cross_entropy(logits.float(), labels.view(-1)) if labels is not None else None
+        return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions)
