@@ -36,7 +36,7 @@ from .heads import ACT2FN, BertOnlyMLMHead, BertPreTrainingHeads, gather_positio
 __all__ = [
     "BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification",
     "BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice",
-    "BertPreTrainedModel", "extended_attention_mask",
+    "BertPreTrainedModel", "extended_attention_mask", "keep_mask", "additive_mask",
 ]
 
 
@@ -117,22 +117,32 @@ class MultipleChoiceModelOutput(ModelOutput):
 
 
 # ======================================================================================= masks
-def extended_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Turn a keep-mask into an additive mask for the attention scores.
-
-    attention_mask: (B, S) with 1 for tokens to attend to and 0 for padding (or a (B, S, S) mask, one
-    row per query). Returns (B, 1, 1, S) (or (B, 1, S, S)) in ``dtype``: 0 where kept, and the most
-    negative finite number of ``dtype`` where masked, so that softmax gives those keys zero weight.
-    """
+def keep_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """attention_mask (B, S), 1 = attend / 0 = padding, or (B, S, S) one row per query -> bool (B, 1, 1|S, S)."""
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
     if attention_mask.dim() == 2:
         keep = attention_mask[:, None, None, :]     # (B, 1, 1, S): broadcasts over heads and queries
     elif attention_mask.dim() == 3:
         keep = attention_mask[:, None, :, :]        # (B, 1, S, S)
     else:
         raise ValueError(f"attention_mask must have shape (B, S) or (B, S, S), got {tuple(attention_mask.shape)}")
-    keep = keep.bool() if keep.dtype != torch.bool else keep
-    zeros = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
-    return zeros.masked_fill(~keep, torch.finfo(dtype).min)
+    return keep if keep.dtype == torch.bool else keep != 0
+
+
+def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool keep-mask -> additive mask in ``dtype``: 0 where kept, ``torch.finfo(dtype).min`` where masked.
+
+    Added to the attention scores before the softmax, it gives masked keys zero weight. A finite value
+    (not -inf) keeps a row whose keys are all padding finite: its softmax is uniform instead of NaN.
+    """
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def extended_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, S) 1/0 mask -> (B, 1, 1, S) additive mask (Google's ``create_attention_mask_from_input_mask``
+    followed by its ``adder``, with finfo(dtype).min in place of -10000)."""
+    return additive_mask(keep_mask(attention_mask), dtype)
 
 
 # ======================================================================================= encoder
@@ -207,7 +217,7 @@ class BertSelfAttention(nn.Module):
         k = self._split_heads(self.key(hidden_states))     # (B, A, S, D)
         v = self._split_heads(self.value(hidden_states))   # (B, A, S, D)
         # The additive mask in the dtype the scores are computed in (bf16/fp16 under autocast).
-        mask = None if attention_mask is None else extended_attention_mask_from_keep(attention_mask, q.dtype)
+        mask = None if attention_mask is None else additive_mask(attention_mask, q.dtype)  # (B, 1, 1|S, S)
 
         probs = None
         if output_attentions or self.attn_implementation == "eager":
@@ -223,11 +233,6 @@ class BertSelfAttention(nn.Module):
         batch, _, seq_len, _ = context.shape
         context = context.transpose(1, 2).reshape(batch, seq_len, self.all_head_size)  # (B, S, H)
         return context, (probs if output_attentions else None)
-
-
-def extended_attention_mask_from_keep(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """bool keep-mask (B, 1, 1|S, S) -> additive mask in ``dtype`` (0 kept, finfo(dtype).min masked)."""
-    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
 
 class BertSelfOutput(nn.Module):
@@ -434,14 +439,7 @@ class BertModel(BertPreTrainedModel):
             if t is not None and tuple(t.shape[:2]) != shape:
                 raise ValueError(f"{name} has shape {tuple(t.shape)} but input_ids has shape {shape}")
         embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, S, H)
-        keep = None
-        if attention_mask is not None:
-            if attention_mask.dim() == 2:
-                keep = attention_mask[:, None, None, :].bool()  # (B, 1, 1, S): keys to attend to
-            elif attention_mask.dim() == 3:
-                keep = attention_mask[:, None, :, :].bool()     # (B, 1, S, S): per query
-            else:
-                raise ValueError(f"attention_mask must be (B, S) or (B, S, S), got {tuple(attention_mask.shape)}")
+        keep = None if attention_mask is None else keep_mask(attention_mask)                     # (B, 1, 1, S)
         sequence_output, hidden_states, attentions = self.encoder(
             embedding_output, keep, output_attentions, output_hidden_states)                     # (B, S, H)
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None       # (B, H)
