@@ -1,0 +1,577 @@
+"""Training loop for pre-training (Devlin et al. 2019, Section 3.1 and Appendix A.2).
+
+Everything a pre-training run needs, in the order a step uses it:
+
+* :func:`create_optimizer` — AdamW with weight decay 0.01 on every weight except biases and LayerNorm
+  parameters, betas (0.9, 0.999), eps 1e-6: the settings of Google's ``optimization.py``.
+* :func:`linear_schedule_with_warmup` — the learning rate climbs linearly from 0 for ``warmup_steps`` and
+  then decays linearly to 0 at ``total_steps`` (Appendix A.2: "learning rate warmup over the first 10,000
+  steps, and linear decay of the learning rate").
+* :class:`Batches` — a deterministic, resumable, shardable stream of micro-batches: an epoch is a seeded
+  permutation of the instances; every optimizer step takes one *global batch* of
+  ``batch_size * grad_accum * world_size`` instances and each process (rank) takes its own slice, as
+  PyTorch's ``DistributedSampler`` would. Its position (epoch, cursor) is part of the checkpoint.
+* :class:`Trainer` — one step is: ``grad_accum`` micro-batches forward/backward (bf16 autocast on CUDA,
+  fp32 on CPU), clip the global gradient norm at 1.0, optimizer step, scheduler step, log. It writes a
+  JSON-lines metrics log and atomic checkpoints (model, optimizer, scheduler, step, RNG states, data
+  position) from which a run resumes on exactly the same trajectory.
+* :func:`setup_distributed` — reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as set by ``torchrun`` and
+  starts the process group; the Trainer then wraps the model in ``DistributedDataParallel``.
+
+Where minibert differs from Google's code (and why):
+
+* Google's ``AdamWeightDecayOptimizer`` has no bias correction of the moment estimates; ``torch.optim.AdamW``
+  has. With the 10,000-step warmup the difference vanishes after the first few thousand steps; we keep
+  PyTorch's fused kernel rather than write our own optimizer.
+* The loss of a step is the mean of the micro-batch losses (each micro-batch's MLM loss is a mean over its
+  masked tokens). That is what Google's code computes across TPU cores (each core averages over its own
+  masked tokens, then the gradients are averaged), and what DDP computes across GPUs; a single process
+  with ``grad_accum=k`` computes exactly the same numbers as ``k`` processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+# Parameters whose name contains one of these get no weight decay (Google's optimization.py).
+NO_DECAY = ("LayerNorm", "layer_norm", "bias")
+
+
+# --------------------------------------------------------------------------------------- optimizer
+def create_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01, *,
+                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                     fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over ``model``'s trainable parameters, with no weight decay on biases and LayerNorm.
+
+    ``fused`` defaults to True when every parameter is on a CUDA device (one kernel for all parameters).
+    Tied parameters (the MLM decoder and the word embeddings) are one tensor and are listed once.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"create_optimizer expects an nn.Module, got {type(model).__name__}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"learning rate must be a positive number, got {lr!r}")
+    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():     # named_parameters() lists a tied tensor once
+        if not param.requires_grad:
+            continue
+        (no_decay if any(key in name for key in NO_DECAY) else decay).append(param)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters")
+    if fused is None:
+        fused = all(p.is_cuda for p in decay + no_decay)
+    groups = [{"params": decay, "weight_decay": float(weight_decay)},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
+
+
+def linear_schedule_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                                total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0 to the peak learning rate, then linear decay to 0, as Google's optimization.py.
+
+    The multiplier applied to the peak rate at (0-based) step ``t`` is ``t / warmup_steps`` while
+    ``t < warmup_steps`` and ``1 - t / total_steps`` afterwards: the decay is measured from step 0, so the
+    rate at the end of warmup is ``1 - warmup/total`` of the peak (a small step down). Hugging Face's
+    ``get_linear_schedule_with_warmup`` instead decays over ``total - warmup`` steps; the two differ by
+    ``warmup/total`` of the peak at most (1% with the paper's 10k of 1M steps).
+    """
+    if not isinstance(total_steps, int) or total_steps <= 0:
+        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warmup_steps must be an int in [0, total_steps={total_steps}], got {warmup_steps!r}")
+
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return step / warmup_steps
+        return max(0.0, 1.0 - step / total_steps)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+
+
+# --------------------------------------------------------------------------------------- seeds, processes
+def set_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's (every device's) random number generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random number generator a training step may use."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a (possibly one-process) run."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str | None = None) -> DistInfo:
+    """Join the process group that ``torchrun`` describes in the environment, or run as one process.
+
+    ``torchrun --nproc_per_node=8 -m minibert.pretrain ...`` (or with ``--nnodes``/``--rdzv-endpoint`` for
+    several machines) sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``.
+    The backend is NCCL on GPUs and gloo on CPUs. ``device`` ("cpu", "cuda") overrides the default
+    (CUDA when available).
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if use_cuda:
+        dev = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+    return DistInfo(rank, world_size, local_rank, dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------- data stream
+class Batches:
+    """A resumable stream of micro-batches over a list of pre-training instances.
+
+    Each epoch visits the instances in a permutation drawn from a generator seeded with ``seed + epoch``
+    (independent of the global RNG, so every process draws the same one). One optimizer step consumes
+    a global batch of ``batch_size * grad_accum * world_size`` instances; micro-batch ``a`` of rank ``r``
+    is slice ``a * world_size + r`` of it. An incomplete global batch at the end of an epoch is dropped.
+
+    ``instances`` is any sequence (``len`` and integer indexing); ``collate_fn`` turns a list of them into
+    a dict of tensors that is passed to the model as keyword arguments.
+    """
+
+    def __init__(self, instances: Sequence, collate_fn: Callable[[list], dict[str, torch.Tensor]],
+                 batch_size: int, *, grad_accum: int = 1, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, shuffle: bool = True):
+        for name, value in (("batch_size", batch_size), ("grad_accum", grad_accum), ("world_size", world_size)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        self.instances, self.collate_fn = instances, collate_fn
+        self.batch_size, self.grad_accum, self.seed = batch_size, grad_accum, seed
+        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.global_batch = batch_size * grad_accum * world_size
+        if len(instances) < self.global_batch:
+            raise ValueError(f"{len(instances)} instances cannot fill one global batch of "
+                             f"{self.global_batch} (batch_size {batch_size} x grad_accum {grad_accum} "
+                             f"x world_size {world_size})")
+        self.epoch, self.cursor = 0, 0
+        self._order: torch.Tensor | None = None
+
+    def _permutation(self) -> torch.Tensor:
+        if self._order is None:
+            if self.shuffle:
+                g = torch.Generator().manual_seed(self.seed + self.epoch)
+                self._order = torch.randperm(len(self.instances), generator=g)
+            else:
+                self._order = torch.arange(len(self.instances))
+        return self._order
+
+    def next_step(self) -> list[dict[str, torch.Tensor]]:
+        """The ``grad_accum`` micro-batches this rank computes for the next optimizer step."""
+        if self.cursor + self.global_batch > len(self.instances):
+            self.epoch, self.cursor, self._order = self.epoch + 1, 0, None
+        order = self._permutation()[self.cursor:self.cursor + self.global_batch].tolist()
+        self.cursor += self.global_batch
+        micro = []
+        for a in range(self.grad_accum):
+            start = (a * self.world_size + self.rank) * self.batch_size
+            micro.append(self.collate_fn([self.instances[i] for i in order[start:start + self.batch_size]]))
+        return micro
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.instances) // self.global_batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.cursor, self._order = int(state["epoch"]), int(state["cursor"]), None
+
+
+# --------------------------------------------------------------------------------------- metrics
+def batch_metrics(batch: dict[str, torch.Tensor], output: Any) -> dict[str, float]:
+    """Sums and counts for MLM/NSP accuracy of one micro-batch (empty for a model without those heads).
+
+    Works with the dense head (logits (B, S, V), labels (B, S)) and the sparse one (logits (B, P, V),
+    labels (B, P)): in both, positions with label -100 are not predictions.
+    """
+    sums: dict[str, float] = {}
+    logits, labels = getattr(output, "prediction_logits", None), batch.get("labels")
+    if logits is not None and labels is not None and logits.shape[:2] == labels.shape:
+        scored = labels != -100                                          # (B, S) or (B, P)
+        sums["mlm_correct"] = float(((logits.argmax(-1) == labels) & scored).sum())
+        sums["mlm_count"] = float(scored.sum())
+    nsp_logits, nsp_labels = getattr(output, "seq_relationship_logits", None), batch.get("next_sentence_label")
+    if nsp_logits is not None and nsp_labels is not None:
+        sums["nsp_correct"] = float((nsp_logits.argmax(-1) == nsp_labels).sum())
+        sums["nsp_count"] = float(nsp_labels.numel())
+    mask = batch.get("attention_mask")
+    sums["tokens"] = float(mask.sum()) if mask is not None else float(batch["input_ids"].numel())
+    return sums
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
+             device: torch.device | str = "cpu") -> dict[str, float]:
+    """MLM and NSP loss and accuracy of ``model`` over ``batches`` (eval mode, no dropout).
+
+    Accuracies are pooled over all predictions; losses are the mean of the batch losses.
+    """
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    losses: dict[str, list[float]] = {"loss": [], "mlm_loss": [], "nsp_loss": []}
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(**batch)
+        for key in losses:
+            value = getattr(out, key, None)
+            if value is not None:
+                losses[key].append(float(value))
+        for key, value in batch_metrics(batch, out).items():
+            totals[key] = totals.get(key, 0.0) + value
+    model.train(was_training)
+    result = {k: sum(v) / len(v) for k, v in losses.items() if v}
+    if totals.get("mlm_count"):
+        result["mlm_acc"] = totals["mlm_correct"] / totals["mlm_count"]
+    if totals.get("nsp_count"):
+        result["nsp_acc"] = totals["nsp_correct"] / totals["nsp_count"]
+    return result
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a JSON-lines metrics log."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_metrics(records: str | os.PathLike | list[dict[str, Any]], smooth: int = 1):
+    """Loss curves (total, MLM, NSP) and accuracy curves (MLM, NSP) of a metrics log, side by side.
+
+    ``smooth`` > 1 draws a running mean over that many logged points. Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(records, list):
+        records = read_metrics(records)
+    if not records:
+        raise ValueError("no metrics to plot")
+
+    def series(key):
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        if not points:
+            return None, None
+        steps, values = map(np.asarray, zip(*points))
+        if smooth > 1 and len(values) >= smooth:
+            values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
+            steps = steps[smooth - 1:]
+        return steps, values
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for key in ("loss", "mlm_loss", "nsp_loss"):
+        steps, values = series(key)
+        if steps is not None:
+            ax_loss.plot(steps, values, label=key)
+    for key in ("mlm_acc", "nsp_acc"):
+        steps, values = series(key)
+        if steps is not None:
+            ax_acc.plot(steps, values, label=key)
+    ax_loss.set(xlabel="step", ylabel="loss", title="training loss")
+    ax_acc.set(xlabel="step", ylabel="accuracy", title="training accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------- checkpoints
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------------------- trainer
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a run. Defaults follow Appendix A.2 where they do not depend on scale."""
+    steps: int = 1000                 # optimizer steps in the whole run (all phases)
+    lr: float = 1e-4                  # peak learning rate (A.2: 1e-4)
+    warmup_steps: int = 100           # A.2: 10,000 of 1,000,000
+    weight_decay: float = 0.01        # A.2: L2 weight decay of 0.01
+    max_grad_norm: float = 1.0        # Google's optimization.py clips the global norm at 1.0
+    grad_accum: int = 1               # micro-batches per optimizer step
+    seed: int = 0
+    log_every: int = 10               # steps between metrics records
+    checkpoint_every: int = 0         # steps between checkpoints (0: only at the end)
+    out_dir: str | None = None        # metrics.jsonl and checkpoint.pt go here
+    compile: bool = False             # torch.compile the model
+    bf16: bool | None = None          # bf16 autocast; default: on CUDA only
+
+    def __post_init__(self):
+        for name in ("steps", "grad_accum", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive int, got {value!r}")
+        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"TrainConfig.warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr!r}")
+
+
+class Trainer:
+    """Trains ``model`` (any module whose ``forward(**batch)`` returns an object with ``.loss``).
+
+    ``data`` is one :class:`Batches` stream, or a list of ``(Batches, steps)`` phases run one after the
+    other (the paper's 90% of steps at 128 tokens, then 10% at 512); the phases' steps must add up to
+    ``config.steps``. One optimizer and one learning-rate schedule span all phases.
+
+    In a distributed run (``dist`` from :func:`setup_distributed`), each process builds the same model
+    (same seed) and its own ``Batches`` with its rank; the Trainer wraps the model in DDP, which averages
+    gradients across processes. Only rank 0 writes logs and checkpoints.
+    """
+
+    def __init__(self, model: nn.Module, data: "Batches | list[tuple[Batches, int]]",
+                 config: TrainConfig, dist_info: DistInfo | None = None):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.config, self.dist = config, dist_info or DistInfo()
+        self.phases = [(data, config.steps)] if isinstance(data, Batches) else list(data)
+        if sum(steps for _, steps in self.phases) != config.steps:
+            raise ValueError(f"the phases' steps {[s for _, s in self.phases]} do not add up to "
+                             f"TrainConfig.steps={config.steps}")
+        for batches, _ in self.phases:
+            if batches.grad_accum != config.grad_accum or batches.world_size != self.dist.world_size:
+                raise ValueError("each Batches stream must have the run's grad_accum and world_size")
+        self.device = self.dist.device
+        self.model = model.to(self.device)          # the plain module: saved and evaluated
+        self.optimizer = create_optimizer(self.model, config.lr, config.weight_decay)
+        self.scheduler = linear_schedule_with_warmup(self.optimizer, config.warmup_steps, config.steps)
+        self.bf16 = self.device.type == "cuda" if config.bf16 is None else config.bf16
+        self.step = 0
+        self.out_dir = Path(config.out_dir) if config.out_dir else None
+        self.history: list[dict[str, Any]] = []     # every metrics record of this process's run
+        # What runs the forward pass: DDP around the module, and torch.compile around that.
+        self.train_model: nn.Module = self.model
+        if self.dist.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if config.compile:
+            self.train_model = torch.compile(self.train_model)
+
+    # ----------------------------------------------------------------------------------- one step
+    def _phase(self) -> Batches:
+        end = 0
+        for batches, steps in self.phases:
+            end += steps
+            if self.step < end:
+                return batches
+        return self.phases[-1][0]
+
+    def _autocast(self):
+        if self.bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns this rank's sums for the log."""
+        self.train_model.train()
+        micro_batches = self._phase().next_step()
+        sums = {"loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0}
+        for i, batch in enumerate(micro_batches):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            last = i == len(micro_batches) - 1
+            # Under DDP, only the last micro-batch's backward all-reduces the accumulated gradients.
+            sync = contextlib.nullcontext() if last or not self.dist.distributed else self.train_model.no_sync()
+            with sync:
+                with self._autocast():
+                    out = self.train_model(**batch)
+                (out.loss / len(micro_batches)).backward()
+            with torch.no_grad():
+                for key in ("loss", "mlm_loss", "nsp_loss"):
+                    value = getattr(out, key, None)
+                    if value is not None:
+                        sums[key] += float(value) / len(micro_batches)
+                for key, value in batch_metrics(batch, out).items():
+                    sums[key] = sums.get(key, 0.0) + value
+        sums["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
+        sums["lr"] = self.scheduler.get_last_lr()[0]          # the rate this step used
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return sums
+
+    def _reduce(self, sums: dict[str, float]) -> dict[str, float]:
+        """Average losses and add up counts across processes (every rank must call this)."""
+        if not self.dist.distributed:
+            return sums
+        keys = sorted(k for k in sums if k not in ("lr", "grad_norm"))
+        t = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        out = dict(sums)
+        for k, v in zip(keys, t.tolist()):
+            out[k] = v / self.dist.world_size if k.endswith("loss") else v
+        return out
+
+    # ----------------------------------------------------------------------------------- the loop
+    def train(self, until: int | None = None) -> list[dict[str, Any]]:
+        """Run optimizer steps up to ``until`` (default: ``config.steps``); returns the metrics records.
+
+        ``until`` lets a run stop early (and be resumed from its checkpoint later).
+        """
+        from tqdm.auto import tqdm
+
+        until = self.config.steps if until is None else min(until, self.config.steps)
+        log_path = self.out_dir / "metrics.jsonl" if self.out_dir and self.dist.is_main else None
+        bar = tqdm(total=until, initial=self.step, disable=not self.dist.is_main, desc="pre-training")
+        window: dict[str, float] = {}
+        window_steps, window_start = 0, time.perf_counter()
+        while self.step < until:
+            sums = self.train_step()
+            for key, value in sums.items():
+                window[key] = window.get(key, 0.0) + value
+            window_steps += 1
+            bar.update(1)
+            if self.step % self.config.log_every == 0 or self.step == until:
+                reduced = self._reduce(window)
+                elapsed = time.perf_counter() - window_start
+                record = self._record(reduced, window_steps, elapsed, sums["lr"])
+                self.history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                if log_path is not None:
+                    log_path.parent.mkdir(parents=True, exist_ok=True)
+                    with open(log_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(record) + "\n")
+                window, window_steps, window_start = {}, 0, time.perf_counter()
+            every = self.config.checkpoint_every
+            if self.out_dir and every and self.step % every == 0 and self.step < until:
+                self.save_checkpoint()
+        bar.close()
+        if self.out_dir:
+            self.save_checkpoint()
+        return self.history
+
+    def _record(self, s: dict[str, float], n_steps: int, elapsed: float, lr: float) -> dict[str, Any]:
+        record: dict[str, Any] = {"step": self.step, "lr": lr}
+        for key in ("loss", "mlm_loss", "nsp_loss"):
+            record[key] = s[key] / n_steps if s.get(key) else None
+        record["mlm_acc"] = s["mlm_correct"] / s["mlm_count"] if s.get("mlm_count") else None
+        record["nsp_acc"] = s["nsp_correct"] / s["nsp_count"] if s.get("nsp_count") else None
+        record["grad_norm"] = s["grad_norm"] / n_steps
+        record["tokens_per_s"] = s["tokens"] / elapsed   # non-padding tokens, all processes
+        return record
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        rng = rng_state()
+        if self.dist.distributed:                        # every rank's generators (dropout differs by rank)
+            every = [None] * self.dist.world_size
+            dist.all_gather_object(every, rng)
+            rng = {"ranks": every}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "rng": rng,
+            "data": [batches.state_dict() for batches, _ in self.phases],
+            "config": dataclasses.asdict(self.config),
+            "world_size": self.dist.world_size,
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Write ``out_dir/checkpoint.pt`` (or ``path``) atomically; every rank must call it."""
+        state = self.state_dict()
+        path = Path(path) if path else self.out_dir / "checkpoint.pt"
+        if self.dist.is_main:
+            atomic_torch_save(state, path)
+        if self.dist.distributed:
+            dist.barrier()
+        return path
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint`; training then continues from its step."""
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        if len(state["data"]) != len(self.phases):
+            raise ValueError(f"checkpoint has {len(state['data'])} data phases, this run has {len(self.phases)}")
+        for (batches, _), data_state in zip(self.phases, state["data"]):
+            batches.load_state_dict(data_state)
+        rng = state["rng"]
+        if "ranks" in rng:
+            if len(rng["ranks"]) == self.dist.world_size:
+                set_rng_state(rng["ranks"][self.dist.rank])
+            else:   # a different number of processes: a new, but still seeded, random stream
+                set_seed(self.config.seed + 1000 * self.step + self.dist.rank)
+        elif self.dist.world_size == 1:
+            set_rng_state(rng)
+        else:
+            set_seed(self.config.seed + 1000 * self.step + self.dist.rank)
+        # Keep the metrics log consistent with the restored step.
+        if self.out_dir and self.dist.is_main and (self.out_dir / "metrics.jsonl").exists():
+            log = self.out_dir / "metrics.jsonl"
+            kept = [r for r in read_metrics(log) if r["step"] <= self.step]
+            log.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
