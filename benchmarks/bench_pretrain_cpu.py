@@ -1,0 +1,108 @@
+"""CPU benchmark: pre-training steps of minibert vs transformers' BertForPreTraining, side by side.
+
+A step is what ``minibert.train.Trainer`` does: forward (MLM + NSP loss), backward, clip the gradient norm
+at 1.0, AdamW step. Both models are the tiny configuration (L=2, H=128, bert-base-uncased vocabulary of
+30522), start from the same weights and see the same batches (sequence length 128, 20 masked positions a
+sequence, as Google's ``max_predictions_per_seq`` for 128). Three variants run interleaved, round by round,
+so that a busy machine slows them alike:
+
+* ``hf``               transformers BertForPreTraining (SDPA attention, dense MLM head: logits at every position)
+* ``minibert-dense``   minibert with the same dense head
+* ``minibert-sparse``  minibert with Google's sparse head (``masked_lm_positions``: logits at masked positions only)
+
+    python benchmarks/bench_pretrain_cpu.py [--batch-size 32] [--seq-len 128] [--rounds 5] [--threads 2]
+
+Prints the median tokens/s of each and the ratios to transformers.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def make_batch(batch_size: int, seq_len: int, predictions: int, vocab: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, vocab, (batch_size, seq_len), generator=g)
+    positions = torch.stack([torch.randperm(seq_len - 2, generator=g)[:predictions] + 1 for _ in range(batch_size)])
+    sparse_labels = torch.gather(ids, 1, positions)                        # (B, P)
+    ids = ids.scatter(1, positions, 103)                                    # [MASK]
+    dense_labels = torch.full_like(ids, -100).scatter(1, positions, sparse_labels)   # (B, S)
+    common = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+              "token_type_ids": (torch.arange(seq_len) >= seq_len // 2).long().expand(batch_size, -1).contiguous(),
+              "next_sentence_label": torch.randint(0, 2, (batch_size,), generator=g)}
+    return ({**common, "labels": dense_labels},
+            {**common, "labels": sparse_labels, "masked_lm_positions": positions})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--predictions", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (each: a few steps of every variant)")
+    parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    import transformers
+    from minibert.config import BertConfig
+    from minibert.model import BertForPreTraining
+    from minibert.train import create_optimizer
+
+    config = BertConfig.from_preset("tiny")
+    torch.manual_seed(0)
+    ours = BertForPreTraining(config)
+    hf_config = transformers.BertConfig(**{k: v for k, v in config.to_dict().items()
+                                           if k not in ("attn_implementation", "architectures")})
+    theirs = transformers.BertForPreTraining._from_config(hf_config, attn_implementation="sdpa")
+    missing = theirs.load_state_dict(ours.state_dict(), strict=False)
+    assert not [k for k in missing.missing_keys if "position_ids" not in k], missing
+    ours_dense = BertForPreTraining(config)
+    ours_dense.load_state_dict(ours.state_dict())
+
+    dense, sparse = make_batch(args.batch_size, args.seq_len, args.predictions, config.vocab_size)
+    variants = {"hf": (theirs, dense), "minibert-dense": (ours_dense, dense), "minibert-sparse": (ours, sparse)}
+    optimizers = {name: create_optimizer(model, lr=1e-4) for name, (model, _) in variants.items()}
+
+    def step(name):
+        model, batch = variants[name]
+        out = model(**batch)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizers[name].step()
+        optimizers[name].zero_grad(set_to_none=True)
+        return float(out.loss.detach())
+
+    # Same weights, same batch: without dropout the three compute the same loss (up to float rounding).
+    with torch.no_grad():
+        first = {name: float(model.eval()(**batch).loss) for name, (model, batch) in variants.items()}
+    print("losses before training (eval mode):", {k: round(v, 4) for k, v in first.items()})
+    assert max(first.values()) - min(first.values()) < 1e-4, first
+    for model, _ in variants.values():
+        model.train()
+    for name in variants:                                                   # one untimed warm-up step
+        step(name)
+
+    tokens = args.batch_size * args.seq_len
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name in variants:
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step(name)
+            rates[name].append(tokens * args.steps / (time.perf_counter() - start))
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads; "
+          f"tiny config, batch {args.batch_size} x {args.seq_len} tokens, {args.predictions} masked a sequence")
+    for name, rate in median.items():
+        print(f"  {name:16s} {rate:8.0f} tokens/s   ({tokens / rate * 1000:6.0f} ms/step)  "
+              f"x{rate / median['hf']:.2f} vs transformers")
+    return median
+
+
+if __name__ == "__main__":
+    main()
