@@ -164,8 +164,14 @@ def load_pretrained(cls, directory: str | os.PathLike, *, dtype: torch.dtype | N
     directory = Path(directory)
     weights = find_weights_file(directory)
     config = BertConfig.from_pretrained(directory, **config_overrides)
-    model = cls(config)
-    info = load_state_dict_into(model, read_state_dict(weights))
+    state = read_state_dict(weights)
+    # Don't spend time drawing truncated-normal weights the checkpoint overwrites: build the model with
+    # PyTorch's cheap default initialisation, load, then initialise (Google's way) only what was missing.
+    from .model import skip_init
+    with skip_init():
+        model = cls(config)
+    info = load_state_dict_into(model, state)
+    model.init_parameters(info["initialized"])
     if dtype is not None:
         model = model.to(dtype)
     model.loading_info = info

@@ -151,6 +151,9 @@ class BertConfig:
             known["attn_implementation"] = attn
         if "num_labels" not in known and known.get("id2label"):
             known["num_labels"] = len(known["id2label"])
+        if known.get("id2label") and all(str(v) == f"LABEL_{k}" for k, v in known["id2label"].items()):
+            # The generic names transformers (and to_dict) write when there are none: no label names.
+            known["id2label"] = known["label2id"] = None
         return cls(**known, extra=extra)
 
     @classmethod
