@@ -1,0 +1,360 @@
+"""minibert.tokenizer against Hugging Face's BertTokenizerFast (bert-base-uncased vocab), Google's rules,
+and its own two paths (pure Python and the `tokenizers`-backed fast path)."""
+import json
+import random
+import unicodedata
+
+import pytest
+import torch
+
+from minibert import load_dataset, pretrained_path, vocab_path
+from minibert.tokenizer import BasicTokenizer, BertTokenizer, WordpieceTokenizer, load_vocab
+
+transformers = pytest.importorskip("transformers")
+from tokenizers import normalizers, pre_tokenizers  # noqa: E402
+
+
+def _vocab_dict():
+    return load_vocab(vocab_path())
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return BertTokenizer.from_pretrained(vocab_path())
+
+
+@pytest.fixture(scope="module")
+def hf():
+    # transformers 5.x: BertTokenizerFast(vocab_file=...) ignores the file; build from a dict (TOOLCHAIN.md).
+    t = transformers.BertTokenizerFast(vocab=_vocab_dict(), do_lower_case=True)
+    assert t.backend_tokenizer.model.max_input_chars_per_word == 100
+    return t
+
+
+@pytest.fixture(scope="module")
+def hf_cased():
+    return transformers.BertTokenizerFast(vocab=_vocab_dict(), do_lower_case=False)
+
+
+def _offs(x):
+    """Offsets as tuples, however nested (HF gives tuples, lists or tensors)."""
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    if len(x) and isinstance(x[0], int):
+        return tuple(x)
+    return [_offs(y) for y in x]
+
+
+def _same(a, b, keys=("input_ids", "token_type_ids", "attention_mask")):
+    for k in keys:
+        assert a[k] == b[k], k
+    if "offset_mapping" in b:
+        assert _offs(a["offset_mapping"]) == _offs(b["offset_mapping"])
+
+
+# -------------------------------------------------------------------------------------------------
+# The two pre-training corpora, every document
+
+@pytest.fixture(scope="module")
+def corpora():
+    return {name: list(load_dataset(name, "train")["text"]) for name in ("wikipedia_summaries", "books")}
+
+
+@pytest.mark.parametrize("name", ["wikipedia_summaries", "books"])
+def test_corpus_parity_every_document(tok, hf, corpora, name):
+    docs = corpora[name]
+    ref = hf(docs, return_offsets_mapping=True)
+    fast = tok(docs, return_offsets_mapping=True)                  # batches take the fast path
+    _same(fast, ref)
+    slow = tok(docs, return_offsets_mapping=True, use_fast=False)   # pure Python, all of it
+    _same(slow, ref)
+    assert sum(map(len, ref["input_ids"])) > 1_000_000
+
+
+def test_known_unicode_differences_absent_from_corpora(corpora):
+    chars = set()
+    for docs in corpora.values():
+        for d in docs:
+            chars.update(d)
+    assert not chars & KNOWN_UNICODE_VERSION_DIFFERENCES
+
+
+# -------------------------------------------------------------------------------------------------
+# Every code point through the normaliser and the splitter
+
+# Code points where the pure-Python path and the `tokenizers` library (Rust) disagree, measured over all
+# of Unicode (tests below sweep U+0000..U+2FFFF in both modes). Two causes, both documented in
+# minibert/tokenizer.py:
+# 1. Unicode version. minibert takes categories from Python's unicodedata (Unicode 14.0), as Google's
+#    code does; tokenizers carries older tables, so punctuation (Po/Ps/Pe/Pd), format (Cf) and combining
+#    (Mn, Mc) characters added or re-categorised since are split, dropped or stripped differently, and
+#    U+166D is So now (Po before).
+# 2. A typo in tokenizers' CJK ranges: CJK Extension E starts at U+2B820 (Google's and HF's slow
+#    tokenizer's range), the Rust code starts it at U+2B920. minibert follows Google: U+2B820..U+2B91F
+#    are CJK ideographs and stand alone.
+_RANGES = [
+    (0x061D, 0x061D), (0x07FD, 0x07FD), (0x0890, 0x0891), (0x0898, 0x089F), (0x08CA, 0x08E2), (0x09FD,
+    0x09FE), (0x0A76, 0x0A76), (0x0AFA, 0x0AFF), (0x0B55, 0x0B55), (0x0C04, 0x0C04), (0x0C3C, 0x0C3C),
+    (0x0C77, 0x0C77), (0x0C84, 0x0C84), (0x0D00, 0x0D00), (0x0D3B, 0x0D3C), (0x0D81, 0x0D81), (0x0EBA,
+    0x0EBA), (0x166D, 0x166D), (0x1734, 0x1734), (0x180F, 0x180F), (0x1885, 0x1886), (0x1ABF, 0x1ACE),
+    (0x1B7D, 0x1B7E), (0x1C89, 0x1C89), (0x1DF6, 0x1DFB), (0x2E43, 0x2E4F), (0x2E52, 0x2E5D), (0xA7CB,
+    0xA7CC), (0xA7CE, 0xA7CE), (0xA7D2, 0xA7D2), (0xA7D4, 0xA7D4), (0xA7DA, 0xA7DA), (0xA7DC, 0xA7DC),
+    (0xA82C, 0xA82C), (0xA8C5, 0xA8C5), (0xA8FF, 0xA8FF), (0xA9BD, 0xA9BD), (0x10D24, 0x10D27), (0x10D50,
+    0x10D65), (0x10EAB, 0x10EAD), (0x10F46, 0x10F50), (0x10F55, 0x10F59), (0x10F82, 0x10F89), (0x11070,
+    0x11070), (0x11073, 0x11074), (0x110C2, 0x110C2), (0x110CD, 0x110CD), (0x111C9, 0x111C9), (0x111CF,
+    0x111CF), (0x1123E, 0x1123E), (0x1133B, 0x1133B), (0x11438, 0x1143F), (0x11442, 0x11444), (0x11446,
+    0x11446), (0x1144B, 0x1144F), (0x1145A, 0x1145B), (0x1145D, 0x1145E), (0x11660, 0x1166C), (0x116B9,
+    0x116B9), (0x1182F, 0x11837), (0x11839, 0x1183B), (0x11938, 0x11938), (0x1193B, 0x1193C), (0x1193E,
+    0x1193E), (0x11943, 0x11946), (0x119D4, 0x119D7), (0x119DA, 0x119DB), (0x119E0, 0x119E0), (0x119E2,
+    0x119E2), (0x11A01, 0x11A0A), (0x11A33, 0x11A38), (0x11A3B, 0x11A47), (0x11A51, 0x11A56), (0x11A59,
+    0x11A5B), (0x11A8A, 0x11A96), (0x11A98, 0x11A9C), (0x11A9E, 0x11AA2), (0x11C30, 0x11C36), (0x11C38,
+    0x11C3D), (0x11C3F, 0x11C3F), (0x11C41, 0x11C45), (0x11C70, 0x11C71), (0x11C92, 0x11CA7), (0x11CAA,
+    0x11CB0), (0x11CB2, 0x11CB3), (0x11CB5, 0x11CB6), (0x11D31, 0x11D36), (0x11D3A, 0x11D3A), (0x11D3C,
+    0x11D3D), (0x11D3F, 0x11D45), (0x11D47, 0x11D47), (0x11D90, 0x11D91), (0x11D95, 0x11D95), (0x11D97,
+    0x11D97), (0x11EF3, 0x11EF4), (0x11EF7, 0x11EF8), (0x11FFF, 0x11FFF), (0x12FF1, 0x12FF2), (0x13430,
+    0x13438), (0x16E97, 0x16E9A), (0x16EA0, 0x16EB8), (0x16F4F, 0x16F4F), (0x16FE2, 0x16FE2), (0x16FE4,
+    0x16FE4), (0x1CF00, 0x1CF2D), (0x1CF30, 0x1CF46), (0x1E000, 0x1E006), (0x1E008, 0x1E018), (0x1E01B,
+    0x1E021), (0x1E023, 0x1E024), (0x1E026, 0x1E02A), (0x1E130, 0x1E136), (0x1E2AE, 0x1E2AE), (0x1E2EC,
+    0x1E2EF), (0x1E944, 0x1E94A), (0x1E95E, 0x1E95F),
+    (0x2B820, 0x2B91F),
+]
+KNOWN_UNICODE_VERSION_DIFFERENCES = frozenset(chr(c) for a, b in _RANGES for c in range(a, b + 1))
+
+
+def _rust_words(norm, pre, s):
+    return [w for w, _ in pre.pre_tokenize_str(norm.normalize_str(s))]
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_every_code_point_matches_rust_except_known(lower):
+    basic = BasicTokenizer(do_lower_case=lower)
+    norm = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=lower,
+                                      lowercase=lower)
+    pre = pre_tokenizers.BertPreTokenizer()
+    differ = set()
+    for cp in range(0x30000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        s = "a" + chr(cp) + "b"
+        if basic.tokenize(s) != _rust_words(norm, pre, s):
+            differ.add(chr(cp))
+    assert differ <= KNOWN_UNICODE_VERSION_DIFFERENCES, sorted(hex(ord(c)) for c in differ - KNOWN_UNICODE_VERSION_DIFFERENCES)
+    assert len(differ) >= 300   # the tables really do differ; if this fails, tokenizers updated its tables
+
+
+# -------------------------------------------------------------------------------------------------
+# Edge cases
+
+EDGE = [
+    "", " ", "   \t\n ", "\u3000\u00a0", "Hello, world!", "Naïve café résumé CRÈME brûlée", "İstanbul ΟΔΟΣ Σ",
+    "中文字 and 日本語のひらがな カタカナ 한국어", "emoji 😀👍🏽 ok 🇫🇷", "zero\u200bwidth\u200djoiner\ufeff",
+    "ctrl\x00\x01\x07\x1f\x7f\x85 chars \ufffd here", "tabs\tand\nnewlines\r\nhere",
+    "x" * 100, "y" * 101, "z" * 250 + " short", "ﬁne ﬂow", "$5+3^2=`x`", "U.S.A. e.g. don't", "\u2028ab\u2029cd",
+    "a\u0301\u0316b", "ǅemal", "ß ẞ", "Ⅻ ½ ²", "¿Qué? ¡Sí!", "«guillemets» „quotes“", "www.example.com/path?q=1",
+    "unaffable", "   leading and trailing   ", "\u0600\u061c\u200f rtl", "\ue000private",
+]
+
+
+@pytest.mark.parametrize("text", EDGE)
+def test_edge_cases_uncased(tok, hf, text):
+    ref = hf(text, return_offsets_mapping=True)
+    _same(tok(text, return_offsets_mapping=True, use_fast=False), ref)
+    _same(tok(text, return_offsets_mapping=True, use_fast=True), ref)
+    assert tok.tokenize(text) == hf.tokenize(text)
+
+
+@pytest.mark.parametrize("text", EDGE)
+def test_edge_cases_cased(hf_cased, text):
+    tok = BertTokenizer.from_pretrained(vocab_path(), do_lower_case=False)
+    ref = hf_cased(text, return_offsets_mapping=True)
+    _same(tok(text, return_offsets_mapping=True, use_fast=False), ref)
+    _same(tok(text, return_offsets_mapping=True, use_fast=True), ref)
+
+
+def test_accents_and_case_golden():
+    uncased = BertTokenizer.from_pretrained(vocab_path())
+    cased = BertTokenizer.from_pretrained(vocab_path(), do_lower_case=False)
+    assert uncased.tokenize("Naïve Café") == ["naive", "cafe"]
+    assert cased.basic_tokenizer.tokenize("Naïve Café") == ["Naïve", "Café"]
+    # HF lowercases one character at a time: a final capital sigma becomes σ, not Google's ς.
+    assert uncased.basic_tokenizer.tokenize("ΟΔΟΣ") == ["οδοσ"]
+    # CJK ideographs stand alone; kana do not. Accent stripping also removes the kana voicing mark (が -> か).
+    assert uncased.basic_tokenizer.tokenize("中文ひらがな") == ["中", "文", "ひらかな"]
+    assert cased.basic_tokenizer.tokenize("中文ひらがな") == ["中", "文", "ひらがな"]
+    # Zero-width and control characters vanish without splitting the word.
+    assert uncased.basic_tokenizer.tokenize("ab\u200bcd\x07e") == ["abcde"]
+
+
+def test_max_input_chars_per_word():
+    """HF uses 100, Google 200; minibert defaults to HF's and lets you pick Google's."""
+    vocab = _vocab_dict()
+    word = "a" * 150
+    hf100 = transformers.BertTokenizerFast(vocab=vocab)
+    assert BertTokenizer(vocab).tokenize(word) == hf100.tokenize(word) == ["[UNK]"]
+    google = BertTokenizer(vocab, max_input_chars_per_word=200)
+    assert google.tokenize(word)[0] == "aaa" and "[UNK]" not in google.tokenize(word)
+    assert google(word)["input_ids"] == google([word])["input_ids"][0]   # both paths honour it
+    wp = WordpieceTokenizer(vocab, max_input_chars_per_word=5)
+    assert wp.tokenize("abcde abcdef") == ["abc", "##de", "[UNK]"]
+    assert wp.tokenize("unaffable") == ["[UNK]"]
+    assert WordpieceTokenizer(vocab).tokenize("unaffable") == ["una", "##ffa", "##ble"]
+
+
+def test_wordpiece_greedy_longest_match_and_unk():
+    vocab = {"[UNK]": 0, "un": 1, "##aff": 2, "##able": 3, "unaff": 4, "##a": 5, "##ble": 6}
+    wp = WordpieceTokenizer(vocab)
+    assert wp.tokenize("unaffable") == ["unaff", "##able"]     # longest first piece wins
+    assert wp.tokenize("unaffablex") == ["[UNK]"]              # one unmatched position: the whole word
+    assert wp.split_word("unable") == (("un", 0, 2), ("##able", 2, 6))
+
+
+# -------------------------------------------------------------------------------------------------
+# Pairs, truncation, stride windows, padding
+
+@pytest.fixture(scope="module")
+def squad_pairs():
+    sq = load_dataset("squad", "validation")
+    return list(zip(sq["question"], sq["context"]))
+
+
+def test_squad_windows_only_second(tok, hf, squad_pairs):
+    qs, cs = zip(*squad_pairs[:80])
+    for max_length, stride in [(384, 128), (128, 32), (64, 0)]:
+        kw = dict(truncation="only_second", max_length=max_length, stride=stride, return_overflowing_tokens=True,
+                  return_offsets_mapping=True, padding="max_length")
+        ref = hf(list(qs), list(cs), **kw)
+        _same(tok(list(qs), list(cs), **kw), ref, keys=("input_ids", "token_type_ids", "attention_mask",
+                                                         "overflow_to_sample_mapping"))
+        one = tok(qs[3], cs[3], use_fast=False, **kw)      # pure Python, one example
+        rows = [i for i, s in enumerate(ref["overflow_to_sample_mapping"]) if s == 3]
+        assert one["input_ids"] == [ref["input_ids"][i] for i in rows]
+        assert [_offs(o) for o in one["offset_mapping"]] == [_offs(ref["offset_mapping"][i]) for i in rows]
+        assert max(map(len, ref["input_ids"])) == max_length
+
+
+@pytest.mark.parametrize("strategy", ["longest_first", "only_first", "only_second", True])
+def test_random_pairs_with_truncation(tok, hf, squad_pairs, strategy):
+    rng = random.Random(0)
+    for _ in range(40):
+        q, c = rng.choice(squad_pairs)
+        a, b = (c[: rng.randint(0, 600)], q) if rng.random() < 0.5 else (q, c[: rng.randint(0, 600)])
+        max_length = rng.randint(8, 160)
+        stride = rng.randint(0, 3)
+        kw = dict(truncation=strategy, max_length=max_length, stride=stride, return_overflowing_tokens=True,
+                  return_offsets_mapping=True)
+        try:
+            ref = hf([a], [b], **kw)
+        except Exception:   # HF refuses too (sequence too short for only_*): so must we
+            with pytest.raises(ValueError):
+                tok([a], [b], **kw)
+            continue
+        _same(tok([a], [b], **kw), ref, keys=("input_ids", "token_type_ids", "overflow_to_sample_mapping"))
+        _same(tok(a, b, use_fast=False, **kw), ref, keys=("input_ids", "token_type_ids"))
+
+
+def test_longest_first_overflow_order_matches_hf(tok, hf):
+    kw = dict(truncation=True, max_length=9, stride=1, return_overflowing_tokens=True)
+    a, b = "one two three four five six", "a b c d e f g"
+    got = tok(a, b, **kw)
+    assert got["input_ids"] == hf(a, b, **kw)["input_ids"]
+    assert len(got["input_ids"]) == 9 and got["overflow_to_sample_mapping"] == [0] * 9
+
+
+def test_long_documents_stride_single(tok, hf, corpora):
+    docs = corpora["books"][:6]
+    kw = dict(truncation=True, max_length=128, stride=32, return_overflowing_tokens=True,
+              return_offsets_mapping=True, padding=True)
+    ref = hf(docs, **kw)
+    _same(tok(docs, **kw), ref, keys=("input_ids", "token_type_ids", "attention_mask", "overflow_to_sample_mapping"))
+    assert len(ref["input_ids"]) > 100
+
+
+def test_single_text_output_shapes(tok, hf):
+    kw = dict(max_length=12, padding="max_length", truncation=True)
+    assert tok("Hello world", **kw) == dict(hf("Hello world", **kw))
+    pt = tok(["Hello world", "a longer sentence than that"], padding=True, return_tensors="pt")
+    ref = hf(["Hello world", "a longer sentence than that"], padding=True, return_tensors="pt")
+    for k in ("input_ids", "token_type_ids", "attention_mask"):
+        assert torch.equal(pt[k], ref[k])
+    assert tok("x", return_tensors="pt")["input_ids"].shape == (1, 3)
+    assert tok("Hello world", max_length=3)["input_ids"] == hf("Hello world", max_length=3)["input_ids"]  # default truncation
+    pair = tok("Is it?", "It is.")
+    assert pair["token_type_ids"] == [0, 0, 0, 0, 0, 1, 1, 1, 1]
+    assert tok.convert_ids_to_tokens(pair["input_ids"]) == ["[CLS]", "is", "it", "?", "[SEP]", "it", "is", ".", "[SEP]"]
+    assert tok([("Is it?", "It is.")])["input_ids"] == [pair["input_ids"]]   # a batch of tuples is a batch of pairs
+
+
+def test_decode_matches_hf(tok, hf, corpora):
+    for doc in corpora["wikipedia_summaries"][:200:7]:
+        ids = hf(doc[:400])["input_ids"]
+        assert tok.decode(ids) == hf.decode(ids)
+        assert tok.decode(ids, skip_special_tokens=True) == hf.decode(ids, skip_special_tokens=True)
+    assert tok.decode(tok("Unaffable, isn't it?")["input_ids"], skip_special_tokens=True) == "unaffable, isn ' t it?"
+
+
+def test_ids_tokens_roundtrip(tok):
+    assert (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.mask_token_id, tok.unk_token_id) == \
+        (101, 102, 0, 103, 100)
+    assert len(tok) == tok.vocab_size == 30522
+    assert tok.convert_tokens_to_ids(["hello", "notawordpiece"]) == [7592, 100]
+    assert tok.convert_ids_to_tokens(7592) == "hello"
+    assert tok.convert_ids_to_tokens([101, 7592, 102], skip_special_tokens=True) == ["hello"]
+
+
+def test_save_pretrained_loads_in_transformers(tok, tmp_path):
+    tok.save_pretrained(tmp_path)
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8") == vocab_path().read_text(encoding="utf-8")
+    again = BertTokenizer.from_pretrained(tmp_path)
+    auto = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    text = ["Hello, Naïve wörld! 中文 " + "q" * 120, "second"]
+    assert again(text)["input_ids"] == auto(text)["input_ids"] == tok(text)["input_ids"]
+    cased = BertTokenizer.from_pretrained(vocab_path(), do_lower_case=False)
+    cased.save_pretrained(tmp_path / "cased")
+    assert BertTokenizer.from_pretrained(tmp_path / "cased").do_lower_case is False
+    assert transformers.AutoTokenizer.from_pretrained(str(tmp_path / "cased")).tokenize("Héllo") == cased.tokenize("Héllo")
+
+
+def test_from_pretrained_directory_reads_config(tok):
+    t = BertTokenizer.from_pretrained(pretrained_path())
+    assert t.do_lower_case and t.model_max_length == 512
+    assert t("Hi there")["input_ids"] == tok("Hi there")["input_ids"]
+
+
+# -------------------------------------------------------------------------------------------------
+# Bad input
+
+def test_bad_input_raises(tok, tmp_path):
+    with pytest.raises(TypeError, match="got None"):
+        tok(None)
+    with pytest.raises(TypeError, match="bytes"):
+        tok(b"hello")
+    with pytest.raises(TypeError, match=r"text\[1\] must be a str, got int"):
+        tok(["ok", 3])
+    with pytest.raises(TypeError, match=r"text_pair\[0\] is bytes"):
+        tok(["ok"], [b"no"])
+    with pytest.raises(TypeError, match="got NoneType"):
+        tok.tokenize(None)
+    with pytest.raises(ValueError, match="max_length=2 is too small"):
+        tok("hello world", max_length=2, truncation=True)
+    with pytest.raises(ValueError, match="max_length=3 is too small"):
+        tok("hello", "world", max_length=3, truncation=True)
+    with pytest.raises(ValueError, match="stride=5 must be smaller"):
+        tok("one two three four five six", max_length=5, truncation=True, stride=5, return_overflowing_tokens=True)
+    with pytest.raises(ValueError, match="cannot fit max_length"):
+        tok("a long first sentence here", "b", max_length=6, truncation="only_second")
+    with pytest.raises(ValueError, match="only_second.*needs pairs"):
+        tok("a", max_length=6, truncation="only_second")
+    with pytest.raises(ValueError, match="padding=True"):
+        tok(["a", "b c d"], return_tensors="pt")
+    with pytest.raises(ValueError, match="truncation must be"):
+        tok("a", truncation="sideways")
+    with pytest.raises(ValueError, match="2 examples but text_pair has 1"):
+        tok(["a", "b"], ["c"])
+    bad = tmp_path / "vocab.txt"
+    bad.write_text("[PAD]\n[UNK]\nhello\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"lacks the special tokens \['\[SEP\]', '\[CLS\]', '\[MASK\]'\]"):
+        BertTokenizer.from_pretrained(bad)
+    with pytest.raises(ValueError, match="no vocabulary file"):
+        BertTokenizer.from_pretrained(tmp_path / "missing")
+    with pytest.raises(TypeError, match="path must be"):
+        BertTokenizer.from_pretrained(None)
