@@ -1,0 +1,621 @@
+"""Pre-training data: sentence pairs, masked LM and next sentence prediction (Devlin et al. 2019, Section 3.1).
+
+Faithful to Google's ``create_pretraining_data.py``, working on token ids instead of token strings and making
+the same calls on one ``random.Random`` in the same order (so for the same documents and seed it builds the
+same instances):
+
+* The documents are shuffled, then visited ``dupe_factor`` times; each visit cuts a document into instances.
+* Each instance has room for ``max_num_tokens = max_seq_length - 3`` tokens besides [CLS], [SEP], [SEP]. Its
+  *target* length is that, except with probability ``short_seq_prob`` (0.1) a uniform length in
+  ``[2, max_num_tokens]``, to soften the mismatch with short fine-tuning inputs.
+* Whole sentences are added to a chunk until it reaches the target (or the document ends); a random
+  number of its leading sentences become segment A. Segment B is the rest of the chunk (``next_sentence_label``
+  0, "IsNext") or, with probability 0.5 -- and always when the chunk has one sentence -- text from a random
+  other document (label 1, "NotNext"), in which case the chunk's unused sentences are *put back* to start
+  the next chunk. (Hugging Face's convention: 0 = B follows A, 1 = B is random.)
+* :func:`truncate_seq_pair` trims the longer segment one token at a time, from the front or the back at random.
+* ``[CLS] A [SEP] B [SEP]`` with segment ids 0 for [CLS], A and the first [SEP], 1 for B and the last [SEP].
+* Masking (:class:`MaskedLMPolicy`): never [CLS] or [SEP]; ``num_to_predict = min(max_predictions_per_seq,
+  max(1, round(n * masked_lm_prob)))`` positions, n counting the special tokens; each chosen token becomes
+  [MASK] 80% of the time, a random vocabulary token 10% and stays unchanged 10% (Section 3.1, Appendix C.2).
+  Whole-word masking groups a word's "##" continuation pieces and masks them together.
+
+Masking is *static* (once, when instances are built: Google's format ``masked_lm_positions``/``masked_lm_ids``,
+repeated ``dupe_factor`` times with different masks) or *dynamic* (at batch time in
+:class:`DataCollatorForPreTraining`, as RoBERTa and Hugging Face's DataCollatorForLanguageModeling do, but with
+the same fixed ``num_to_predict`` rule instead of an independent coin per token).
+
+Where minibert deviates from Google:
+
+* whole-word groups never span a [SEP] (Google appends a segment-initial "##" piece to the last word before it);
+* fewer than two documents is an error (Google would silently take the "random" segment from the same document);
+* for streamed corpora, instances are built per shard of documents (as Google per input file), shard k with
+  ``random.Random(seed + k)``;
+* instances are stored as an Arrow-backed ``datasets.Dataset`` instead of TFRecord files, unpadded: the collator
+  pads each batch to its longest sequence.
+"""
+from __future__ import annotations
+
+import random
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import torch
+
+from .corpus import _check_tokenizer, iter_documents, tokenize_corpus
+
+__all__ = [
+    "TrainingInstance", "MaskedLMPolicy", "truncate_seq_pair", "create_instances_from_document",
+    "create_training_instances", "create_pretraining_dataset", "iter_training_instances",
+    "DataCollatorForPreTraining", "masked_lm_accuracy", "next_sentence_accuracy", "accuracy_counts",
+    "PretrainingMetrics", "IGNORE_INDEX",
+]
+
+IGNORE_INDEX = -100   # label of positions that carry no masked-LM loss (PyTorch's cross_entropy default)
+
+
+@dataclass
+class TrainingInstance:
+    """One pre-training example, in Google's format but with ids.
+
+    ``input_ids`` are the tokens *after* masking; ``masked_lm_ids`` the original ids at ``masked_lm_positions``
+    (sorted). Both are empty when masking is left to the collator (dynamic masking).
+    """
+    input_ids: list[int]
+    token_type_ids: list[int]
+    next_sentence_label: int                     # 0: B follows A in the document, 1: B is from a random document
+    masked_lm_positions: list[int] = field(default_factory=list)
+    masked_lm_ids: list[int] = field(default_factory=list)
+
+    @property
+    def is_random_next(self) -> bool:
+        return self.next_sentence_label == 1
+
+    def to_dict(self) -> dict:
+        return {"input_ids": self.input_ids, "token_type_ids": self.token_type_ids,
+                "next_sentence_label": self.next_sentence_label,
+                "masked_lm_positions": self.masked_lm_positions, "masked_lm_ids": self.masked_lm_ids}
+
+
+def _check_prob(name: str, value, low_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must be in {'(0, 1]' if low_open else '[0, 1]'}, got {value}")
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+class MaskedLMPolicy:
+    """Chooses and corrupts the masked-LM positions of one sequence (Google's ``create_masked_lm_predictions``).
+
+    ``mask_prob``/``random_prob`` are the shares of chosen tokens replaced by [MASK] and by a random token; the
+    rest (``1 - mask_prob - random_prob``) stay unchanged. The defaults are the paper's 80/10/10; other values
+    reproduce the ablation of Appendix C.2 (Table 8). Random tokens are drawn uniformly from the *whole*
+    vocabulary, special and unused entries included, as Google and Hugging Face do.
+    """
+
+    def __init__(self, vocab_size: int, mask_token_id: int, special_token_ids: Iterable[int], *,
+                 masked_lm_prob: float = 0.15, max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
+                 continuation: Sequence[bool] | None = None, mask_prob: float = 0.8, random_prob: float = 0.1):
+        _check_int("vocab_size", vocab_size, 1)
+        _check_prob("masked_lm_prob", masked_lm_prob, low_open=True)
+        _check_int("max_predictions_per_seq", max_predictions_per_seq, 1)
+        _check_prob("mask_prob", mask_prob)
+        _check_prob("random_prob", random_prob)
+        if mask_prob + random_prob > 1.0 + 1e-12:
+            raise ValueError(f"mask_prob + random_prob must be <= 1, got {mask_prob} + {random_prob}")
+        if whole_word_mask and continuation is None:
+            raise ValueError("whole_word_mask=True needs `continuation` (which ids are '##' pieces); "
+                             "build the policy with MaskedLMPolicy.from_tokenizer")
+        if continuation is not None and len(continuation) != vocab_size:
+            raise ValueError(f"continuation has {len(continuation)} entries, the vocabulary {vocab_size}")
+        self.vocab_size = vocab_size
+        self.mask_token_id = mask_token_id
+        self.special_token_ids = frozenset(special_token_ids)
+        self.masked_lm_prob = masked_lm_prob
+        self.max_predictions_per_seq = max_predictions_per_seq
+        self.whole_word_mask = whole_word_mask
+        self.continuation = continuation
+        self.mask_prob = mask_prob
+        self.random_prob = random_prob
+        # Google draws "keep" vs "random" with a second coin of probability 0.5 once [MASK] is ruled out.
+        rest = 1.0 - mask_prob
+        self._keep_given_not_mask = round((1.0 - mask_prob - random_prob) / rest, 12) if rest > 0 else 0.0
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, **kwargs) -> "MaskedLMPolicy":
+        """A policy for ``tokenizer``: its vocabulary size, [MASK] id, [CLS]/[SEP] ids and its "##" pieces."""
+        _check_tokenizer(tokenizer)
+        vocab_size = len(tokenizer.vocab)
+        tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+        continuation = [t.startswith("##") for t in tokens]
+        return cls(vocab_size, tokenizer.mask_token_id, (tokenizer.cls_token_id, tokenizer.sep_token_id),
+                   continuation=continuation, **kwargs)
+
+    def num_to_predict(self, num_tokens: int) -> int:
+        """How many positions a sequence of ``num_tokens`` tokens (specials included) gets: Google's rule."""
+        return min(self.max_predictions_per_seq, max(1, int(round(num_tokens * self.masked_lm_prob))))
+
+    def candidates(self, input_ids: Sequence[int]) -> list[list[int]]:
+        """Maskable positions, grouped by word when ``whole_word_mask`` (a group never spans a special token)."""
+        groups: list[list[int]] = []
+        after_special = True
+        for i, tok in enumerate(input_ids):
+            if tok in self.special_token_ids:
+                after_special = True
+                continue
+            if self.whole_word_mask and not after_special and self.continuation[tok]:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+            after_special = False
+        return groups
+
+    def __call__(self, input_ids: Sequence[int], rng: random.Random) -> tuple[list[int], list[int], list[int]]:
+        """Mask one sequence: returns (corrupted ids, sorted masked positions, original ids at those positions)."""
+        groups = self.candidates(input_ids)
+        rng.shuffle(groups)
+        output = list(input_ids)
+        budget = self.num_to_predict(len(input_ids))
+        chosen: list[int] = []
+        for group in groups:
+            if len(chosen) >= budget:
+                break
+            if len(chosen) + len(group) > budget:       # a whole word that does not fit is skipped
+                continue
+            for index in group:
+                if rng.random() < self.mask_prob:
+                    output[index] = self.mask_token_id
+                elif rng.random() < self._keep_given_not_mask:
+                    pass                                     # unchanged
+                else:
+                    output[index] = rng.randint(0, self.vocab_size - 1)
+                chosen.append(index)
+        chosen.sort()
+        return output, chosen, [input_ids[i] for i in chosen]
+
+
+def truncate_seq_pair(tokens_a: Sequence[int], tokens_b: Sequence[int], max_num_tokens: int,
+                      rng: random.Random) -> tuple[list[int], list[int]]:
+    """Trim the longer of A and B (B on a tie) one token at a time, from the front or back at random, until
+    ``len(A) + len(B) <= max_num_tokens``. Returns new lists (Google's edits in place)."""
+    a0, a1, b0, b1 = 0, len(tokens_a), 0, len(tokens_b)
+    while (a1 - a0) + (b1 - b0) > max_num_tokens:
+        if (a1 - a0) > (b1 - b0):
+            if rng.random() < 0.5:
+                a0 += 1
+            else:
+                a1 -= 1
+        else:
+            if rng.random() < 0.5:
+                b0 += 1
+            else:
+                b1 -= 1
+    return list(tokens_a[a0:a1]), list(tokens_b[b0:b1])
+
+
+def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[int]]], document_index: int,
+                                   max_seq_length: int, short_seq_prob: float, rng: random.Random, *,
+                                   cls_token_id: int, sep_token_id: int,
+                                   masking: MaskedLMPolicy | None = None,
+                                   stats: Counter | None = None) -> list[TrainingInstance]:
+    """Cut one document (a list of sentences of token ids) into instances. ``masking=None``: no static masking.
+
+    ``stats``, when given, counts what happened (not in Google's code; for checking the pipeline):
+    ``documents`` visited, ``short_target`` (short_seq_prob drew a short target), ``single_sentence_chunks``
+    (B forced to be random), ``coin_random``/``coin_next`` (the 50/50 coin of multi-sentence chunks),
+    ``truncated`` (pairs that truncate_seq_pair trimmed).
+    """
+    document = all_documents[document_index]
+    max_num_tokens = max_seq_length - 3                      # room for [CLS] A [SEP] B [SEP]
+    target_seq_length = max_num_tokens
+    short = rng.random() < short_seq_prob
+    if short:
+        target_seq_length = rng.randint(2, max_num_tokens)
+    if stats is not None:
+        stats["documents"] += 1
+        stats["short_target"] += short
+
+    instances = []
+    chunk: list[Sequence[int]] = []
+    chunk_length = 0
+    i = 0
+    while i < len(document):
+        chunk.append(document[i])
+        chunk_length += len(document[i])
+        if i == len(document) - 1 or chunk_length >= target_seq_length:
+            a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1   # sentences in segment A
+            tokens_a = [t for sentence in chunk[:a_end] for t in sentence]
+            single = len(chunk) == 1
+            if single or rng.random() < 0.5:
+                label = 1                                    # NotNext: B from another document
+                target_b_length = target_seq_length - len(tokens_a)
+                for _ in range(10):
+                    random_index = rng.randint(0, len(all_documents) - 1)
+                    if random_index != document_index:
+                        break
+                random_document = all_documents[random_index]
+                tokens_b = []
+                for sentence in random_document[rng.randint(0, len(random_document) - 1):]:
+                    tokens_b.extend(sentence)
+                    if len(tokens_b) >= target_b_length:
+                        break
+                i -= len(chunk) - a_end                      # put the unused sentences back
+            else:
+                label = 0                                    # IsNext: B is the rest of the chunk
+                tokens_b = [t for sentence in chunk[a_end:] for t in sentence]
+            if stats is not None:
+                stats["single_sentence_chunks" if single else ("coin_random" if label else "coin_next")] += 1
+                stats["truncated"] += len(tokens_a) + len(tokens_b) > max_num_tokens
+            tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+            assert tokens_a and tokens_b
+
+            input_ids = [cls_token_id, *tokens_a, sep_token_id, *tokens_b, sep_token_id]
+            token_type_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
+            if masking is not None:
+                input_ids, positions, labels = masking(input_ids, rng)
+                instances.append(TrainingInstance(input_ids, token_type_ids, label, positions, labels))
+            else:
+                instances.append(TrainingInstance(input_ids, token_type_ids, label))
+            chunk, chunk_length = [], 0
+        i += 1
+    return instances
+
+
+def _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed) -> None:
+    _check_int("max_seq_length", max_seq_length, 5)
+    _check_int("dupe_factor", dupe_factor, 1)
+    _check_prob("short_seq_prob", short_seq_prob)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+
+
+def _instances_of_shard(documents, tokenizer_ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng, stats=None):
+    """Google's create_training_instances minus the final shuffle: yields instances in creation order."""
+    all_documents = [[list(s) for s in doc if len(s) > 0] for doc in documents]
+    all_documents = [doc for doc in all_documents if doc]
+    if len(all_documents) < 2:
+        raise ValueError(f"need at least 2 non-empty documents to draw random next sentences, got {len(all_documents)}")
+    rng.shuffle(all_documents)
+    for _ in range(dupe_factor):
+        for document_index in range(len(all_documents)):
+            yield from create_instances_from_document(all_documents, document_index, max_seq_length, short_seq_prob,
+                                                      rng, masking=masking, stats=stats, **tokenizer_ids)
+
+
+def _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask):
+    if not static_masking:
+        return None
+    return MaskedLMPolicy.from_tokenizer(tokenizer, masked_lm_prob=masked_lm_prob,
+                                         max_predictions_per_seq=max_predictions_per_seq,
+                                         whole_word_mask=whole_word_mask)
+
+
+def create_training_instances(documents: Sequence[Sequence[Sequence[int]]], tokenizer, *, max_seq_length: int = 128,
+                              dupe_factor: int = 10, short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15,
+                              max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
+                              static_masking: bool = True, seed: int = 12345,
+                              stats: Counter | None = None) -> list[TrainingInstance]:
+    """Google's ``create_training_instances`` on already tokenized documents: a shuffled list of instances.
+
+    ``documents``: a list of documents, each a list of sentences, each a list of token ids (e.g. the
+    ``sentence_ids`` column of :func:`minibert.corpus.tokenize_corpus`). Defaults are Google's flags
+    (``dupe_factor`` 10, ``random_seed`` 12345). Keeps every instance as Python lists: for whole corpora prefer
+    :func:`create_pretraining_dataset`, which gives the same instances in the same order, stored compactly.
+    """
+    _check_tokenizer(tokenizer)
+    _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed)
+    rng = random.Random(seed)
+    masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask)
+    ids = {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id}
+    instances = list(_instances_of_shard(documents, ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng,
+                                         stats))
+    rng.shuffle(instances)
+    return instances
+
+
+class _InstanceColumns:
+    """Instances accumulated as flat typed arrays + offsets, turned into one Arrow table (no per-instance objects)."""
+
+    LIST_COLUMNS = ("input_ids", "token_type_ids", "masked_lm_positions", "masked_lm_ids")
+    TYPES = {"input_ids": "i", "token_type_ids": "b", "masked_lm_positions": "i", "masked_lm_ids": "i"}
+
+    def __init__(self, static_masking: bool):
+        self.columns = self.LIST_COLUMNS if static_masking else self.LIST_COLUMNS[:2]
+        self.values = {c: array(self.TYPES[c]) for c in self.columns}
+        self.offsets = {c: array("q", [0]) for c in self.columns}
+        self.labels = array("b")
+
+    def add(self, inst: TrainingInstance) -> None:
+        for c in self.columns:
+            v = self.values[c]
+            v.extend(getattr(inst, c))
+            self.offsets[c].append(len(v))
+        self.labels.append(inst.next_sentence_label)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def table(self, order: Sequence[int] | None = None):
+        import numpy as np
+        import pyarrow as pa
+
+        arrow_type = {"i": pa.int32(), "b": pa.int8()}
+        cols = {}
+        for c in self.columns:
+            values = pa.array(np.frombuffer(self.values[c], dtype=np.dtype(self.TYPES[c])), type=arrow_type[self.TYPES[c]])
+            offsets = pa.array(np.frombuffer(self.offsets[c], dtype=np.int64), type=pa.int64())
+            cols[c] = pa.LargeListArray.from_arrays(offsets, values).cast(pa.list_(arrow_type[self.TYPES[c]]))
+        cols["next_sentence_label"] = pa.array(np.frombuffer(self.labels, dtype=np.int8), type=pa.int8())
+        order_names = ["input_ids", "token_type_ids", "next_sentence_label", *self.columns[2:]]
+        table = pa.table({name: cols[name] for name in order_names})
+        if order is not None:
+            table = table.take(pa.array(order, type=pa.int64()))
+        return table
+
+
+def iter_training_instances(corpus, tokenizer, *, max_seq_length: int = 128, dupe_factor: int = 10,
+                            short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15, max_predictions_per_seq: int = 20,
+                            whole_word_mask: bool = False, static_masking: bool = True, seed: int = 12345,
+                            documents_per_shard: int | None = None, num_proc: int | None = None):
+    """Yield instances (as dicts) shard by shard, each shard shuffled as Google shuffles one output file.
+
+    ``corpus`` is a ``Dataset``/``IterableDataset`` of documents, raw (a ``text`` column, tokenized here with
+    :func:`minibert.corpus.tokenize_corpus`) or tokenized (a ``sentence_ids`` column). Memory holds one shard:
+    the way to go through a streamed hub corpus.
+    """
+    _check_tokenizer(tokenizer)
+    _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed)
+    masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask)
+    tokenized = _tokenized(corpus, tokenizer, num_proc)
+    ids = {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id}
+    for k, shard in enumerate(iter_documents(tokenized, documents_per_shard)):
+        rng = random.Random(seed + k)
+        instances = list(_instances_of_shard(shard, ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng))
+        rng.shuffle(instances)
+        for inst in instances:
+            d = inst.to_dict()
+            if not static_masking:
+                del d["masked_lm_positions"], d["masked_lm_ids"]
+            yield d
+
+
+def _tokenized(corpus, tokenizer, num_proc):
+    names = getattr(corpus, "column_names", None)
+    if names is None:
+        raise TypeError(f"corpus must be a datasets.Dataset or IterableDataset, got {type(corpus).__name__}")
+    if "sentence_ids" in names:
+        return corpus
+    if "text" not in names:
+        raise ValueError(f"corpus needs a 'text' column (raw documents) or a 'sentence_ids' column "
+                         f"(tokenize_corpus output); it has {names}")
+    return tokenize_corpus(corpus, tokenizer, num_proc=num_proc)
+
+
+def create_pretraining_dataset(corpus, tokenizer, *, max_seq_length: int = 128, dupe_factor: int = 10,
+                               short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15,
+                               max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
+                               static_masking: bool = True, seed: int = 12345, documents_per_shard: int | None = None,
+                               num_proc: int | None = None, stats: Counter | None = None):
+    """Build pre-training instances for a whole corpus as a ``datasets.Dataset``.
+
+    Columns: ``input_ids``, ``token_type_ids``, ``next_sentence_label`` and, with static masking,
+    ``masked_lm_positions`` and ``masked_lm_ids`` (Google's names). Unpadded; feed batches through
+    :class:`DataCollatorForPreTraining`. For an in-memory corpus and ``documents_per_shard=None`` the instances
+    are exactly :func:`create_training_instances`' in the same order. An ``IterableDataset`` corpus gives an
+    ``IterableDataset`` of instances built shard by shard (``documents_per_shard`` defaults to 10,000 then).
+    ``num_proc`` parallelises the tokenization (instances are built in this process, from one random stream).
+    ``stats``: a ``collections.Counter`` to fill (see :func:`create_instances_from_document`; in-memory corpora only).
+    """
+    import datasets
+
+    _check_tokenizer(tokenizer)
+    _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed)
+    kwargs = dict(max_seq_length=max_seq_length, dupe_factor=dupe_factor, short_seq_prob=short_seq_prob,
+                  masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
+                  whole_word_mask=whole_word_mask, static_masking=static_masking, seed=seed)
+    if isinstance(corpus, datasets.IterableDataset):
+        return datasets.IterableDataset.from_generator(
+            iter_training_instances, gen_kwargs=dict(corpus=corpus, tokenizer=tokenizer,
+                                                     documents_per_shard=documents_per_shard or 10_000, **kwargs))
+    masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask)
+    tokenized = _tokenized(corpus, tokenizer, num_proc)
+    ids = {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id}
+    tables = []
+    for k, shard in enumerate(iter_documents(tokenized, documents_per_shard)):
+        rng = random.Random(seed + k)
+        columns = _InstanceColumns(static_masking)
+        for inst in _instances_of_shard(shard, ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng, stats):
+            columns.add(inst)
+        order = list(range(len(columns)))
+        rng.shuffle(order)                                   # Google's final shuffle of the instances
+        tables.append(columns.table(order))
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    table = pa.concat_tables(tables).combine_chunks()
+    return datasets.Dataset(InMemoryTable(table))
+
+
+# ============================================================================================ collator
+class DataCollatorForPreTraining:
+    """Turn a list of instances into a padded batch of tensors for ``BertForPreTraining``.
+
+    Output: ``input_ids``, ``token_type_ids``, ``attention_mask`` (B, S), S the longest sequence of the batch
+    (rounded up to ``pad_to_multiple_of``); ``next_sentence_label`` (B,) when the instances have it; and the
+    masked-LM targets, either ``labels`` (B, S) with -100 at unmasked positions (``mlm_format="dense"``, Hugging
+    Face's format) or ``masked_lm_positions`` (B, P) and ``labels`` (B, P), P the most predictions in the batch,
+    padded with position 0 and label -100 (``"sparse"``, Google's gather format: the head runs on P vectors only).
+
+    ``dynamic_masking=False`` reads the static masks of the instances (``masked_lm_positions``/``masked_lm_ids``).
+    ``dynamic_masking=True`` masks unmasked instances anew at every batch with :class:`MaskedLMPolicy` (same rule)
+    and its own ``random.Random(seed)``. In DataLoader workers the generator is re-seeded from ``seed`` and the
+    worker's torch seed, which the DataLoader draws afresh each epoch: masks differ between workers and epochs
+    and are reproducible under ``torch.manual_seed`` (or a DataLoader ``generator``).
+    """
+
+    def __init__(self, tokenizer, *, mlm_format: str = "dense", dynamic_masking: bool = False,
+                 masked_lm_prob: float = 0.15, max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
+                 mask_prob: float = 0.8, random_prob: float = 0.1, seed: int = 0, pad_to_multiple_of: int | None = None):
+        _check_tokenizer(tokenizer)
+        if mlm_format not in ("dense", "sparse"):
+            raise ValueError(f"mlm_format must be 'dense' or 'sparse', got {mlm_format!r}")
+        if pad_to_multiple_of is not None:
+            _check_int("pad_to_multiple_of", pad_to_multiple_of, 1)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self.pad_token_id = tokenizer.pad_token_id
+        self.mlm_format = mlm_format
+        self.dynamic_masking = dynamic_masking
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.seed = seed
+        self.masking = (MaskedLMPolicy.from_tokenizer(tokenizer, masked_lm_prob=masked_lm_prob,
+                                                      max_predictions_per_seq=max_predictions_per_seq,
+                                                      whole_word_mask=whole_word_mask, mask_prob=mask_prob,
+                                                      random_prob=random_prob) if dynamic_masking else None)
+        self.rng = random.Random(seed)
+        self._worker_seed = None
+
+    def _generator(self) -> random.Random:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.seed != self._worker_seed:     # a fresh worker (new epoch or new worker id)
+            self._worker_seed = info.seed
+            self.rng = random.Random(f"{self.seed}:{info.seed}")
+        return self.rng
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("cannot collate an empty list of instances")
+        rows, positions, targets = [], [], []
+        rng = self._generator() if self.dynamic_masking else None
+        for f in features:
+            ids = [int(t) for t in f["input_ids"]]
+            if self.dynamic_masking:
+                if len(f.get("masked_lm_positions", ()) or ()) > 0:
+                    raise ValueError("dynamic_masking=True got instances that are already masked; build them with "
+                                     "static_masking=False")
+                ids, pos, lab = self.masking(ids, rng)
+            else:
+                if "masked_lm_positions" not in f or "masked_lm_ids" not in f:
+                    raise ValueError("instances have no masked_lm_positions/masked_lm_ids: build them with "
+                                     "static_masking=True or use DataCollatorForPreTraining(dynamic_masking=True)")
+                pos, lab = [int(p) for p in f["masked_lm_positions"]], [int(t) for t in f["masked_lm_ids"]]
+                if len(pos) != len(lab):
+                    raise ValueError(f"masked_lm_positions ({len(pos)}) and masked_lm_ids ({len(lab)}) differ in length")
+            rows.append(ids)
+            positions.append(pos)
+            targets.append(lab)
+
+        B = len(rows)
+        S = max(len(r) for r in rows)
+        if self.pad_to_multiple_of:
+            S = -(-S // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((B, S), self.pad_token_id, dtype=torch.long)        # (B, S)
+        token_type_ids = torch.zeros((B, S), dtype=torch.long)                     # (B, S)
+        attention_mask = torch.zeros((B, S), dtype=torch.long)                     # (B, S)
+        for b, (f, ids) in enumerate(zip(features, rows)):
+            n = len(ids)
+            input_ids[b, :n] = torch.tensor(ids)
+            attention_mask[b, :n] = 1
+            if "token_type_ids" in f:
+                token_type_ids[b, :n] = torch.as_tensor(f["token_type_ids"], dtype=torch.long)
+        batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+        if all("next_sentence_label" in f for f in features):
+            batch["next_sentence_label"] = torch.tensor([int(f["next_sentence_label"]) for f in features])  # (B,)
+
+        if self.mlm_format == "dense":
+            labels = torch.full((B, S), IGNORE_INDEX, dtype=torch.long)            # (B, S)
+            for b, (pos, lab) in enumerate(zip(positions, targets)):
+                if pos:
+                    labels[b, pos] = torch.tensor(lab)
+            batch["labels"] = labels
+        else:
+            P = max(1, max(len(p) for p in positions))
+            masked_lm_positions = torch.zeros((B, P), dtype=torch.long)            # (B, P)
+            labels = torch.full((B, P), IGNORE_INDEX, dtype=torch.long)            # (B, P)
+            for b, (pos, lab) in enumerate(zip(positions, targets)):
+                masked_lm_positions[b, :len(pos)] = torch.tensor(pos, dtype=torch.long)
+                labels[b, :len(lab)] = torch.tensor(lab, dtype=torch.long)
+            batch["masked_lm_positions"] = masked_lm_positions
+            batch["labels"] = labels
+        return batch
+
+
+# ============================================================================================ metrics
+def accuracy_counts(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[int, int]:
+    """(correct, counted) argmax predictions of ``logits`` (..., C) against ``labels`` (...), skipping ``ignore_index``."""
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} do not match: "
+                         f"logits must be labels' shape plus a class dimension")
+    keep = labels != ignore_index
+    correct = (logits.argmax(dim=-1) == labels) & keep
+    return int(correct.sum()), int(keep.sum())
+
+
+def masked_lm_accuracy(prediction_logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of masked tokens predicted exactly: dense (B, S, V) with (B, S) labels, or sparse (B, P, V) with (B, P).
+
+    Positions labelled -100 are not counted. NaN when there is no masked position.
+    """
+    correct, total = accuracy_counts(prediction_logits, labels)
+    return correct / total if total else float("nan")
+
+
+def next_sentence_accuracy(seq_relationship_logits: torch.Tensor, next_sentence_label: torch.Tensor) -> float:
+    """Share of pairs whose IsNext/NotNext class is right: logits (B, 2), labels (B,) with 0 = IsNext, 1 = random."""
+    correct, total = accuracy_counts(seq_relationship_logits, next_sentence_label)
+    return correct / total if total else float("nan")
+
+
+class PretrainingMetrics:
+    """Running masked-LM and NSP accuracy (and mean losses) over many batches, weighted by counts, not by batches.
+
+    >>> metrics = PretrainingMetrics()
+    >>> metrics.update(model(**batch), batch)   # doctest: +SKIP
+    >>> metrics.compute()                       # doctest: +SKIP
+    {'mlm_accuracy': ..., 'nsp_accuracy': ..., 'mlm_loss': ..., 'nsp_loss': ...}
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.mlm_correct = self.mlm_total = self.nsp_correct = self.nsp_total = 0
+        self.loss_sums = {"mlm_loss": 0.0, "nsp_loss": 0.0}
+        self.loss_counts = {"mlm_loss": 0, "nsp_loss": 0}
+
+    @torch.no_grad()
+    def update(self, outputs, batch: dict) -> None:
+        logits = getattr(outputs, "prediction_logits", None)
+        if logits is None:
+            logits = getattr(outputs, "logits", None)
+        if logits is not None and "labels" in batch:
+            c, t = accuracy_counts(logits, batch["labels"])
+            self.mlm_correct += c
+            self.mlm_total += t
+        nsp = getattr(outputs, "seq_relationship_logits", None)
+        if nsp is not None and "next_sentence_label" in batch:
+            c, t = accuracy_counts(nsp, batch["next_sentence_label"])
+            self.nsp_correct += c
+            self.nsp_total += t
+        for name in ("mlm_loss", "nsp_loss"):
+            value = getattr(outputs, name, None)
+            if value is not None:
+                self.loss_sums[name] += float(value)
+                self.loss_counts[name] += 1
+
+    def compute(self) -> dict[str, float]:
+        nan = float("nan")
+        out = {"mlm_accuracy": self.mlm_correct / self.mlm_total if self.mlm_total else nan,
+               "nsp_accuracy": self.nsp_correct / self.nsp_total if self.nsp_total else nan}
+        for name, total in self.loss_sums.items():
+            out[name] = total / self.loss_counts[name] if self.loss_counts[name] else nan
+        return out
