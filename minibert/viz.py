@@ -155,20 +155,25 @@ def _bertviz():
 
 
 def head_view(model: torch.nn.Module, tokenizer, text: str, text_pair: str | None = None,
-              layer: int | None = None, heads: Sequence[int] | None = None, decimals: int = 3):
+              layer: int | None = None, heads: Sequence[int] | None = None,
+              layers: Sequence[int] | None = None, decimals: int = 3):
     """bertviz's head view of ``model`` on ``text`` (and ``text_pair``): one layer, chosen heads.
 
     Lines join each token (left) to the tokens it attends to (right), one colour per head, darker for
-    more weight. For a pair, a drop-down selects A->A, B->B, A->B or B->A attention.
-    Returns an ``IPython.display.HTML``.
+    more weight. For a pair, a drop-down selects A->A, B->B, A->B or B->A attention. ``layer`` is the
+    layer shown first, ``heads`` the heads selected at first (default all), ``layers`` the layers put in
+    the page at all (default all; fewer make a smaller page). Returns an ``IPython.display.HTML``.
     """
     data = get_attention(model, tokenizer, text, text_pair)
     num_layers, num_heads = len(data.attentions), data.attentions[0].shape[1]
     _check_layer(layer, num_layers)
     heads = _check_indices("heads", heads, num_heads, "heads")
+    layers = _check_indices("layers", layers, num_layers, "layers")
+    if layers is not None and layer is not None and layer not in layers:
+        raise ValueError(f"layer={layer} is not among layers={layers}")
     html = _bertviz().head_view(_rounded(data.attentions, decimals), data.tokens,
                                 sentence_b_start=data.sentence_b_start, layer=layer, heads=heads,
-                                html_action="return")
+                                include_layers=layers, html_action="return")
     html.data = _offline_friendly(html.data)
     return html
 

@@ -63,6 +63,14 @@ def test_head_view_html_has_tokens_and_model_attention(model, tokenizer):
     torch.testing.assert_close(torch.tensor(view["attn"], dtype=torch.float64), expected.double(), atol=5e-4, rtol=0)
 
 
+def test_head_view_layers_subset(model, tokenizer):
+    params = _params(head_view(model, tokenizer, TEXT, layer=2, layers=[0, 2]).data)
+    assert params["include_layers"] == [0, 2] and params["layer"] == 2
+    assert len(params["attention"][0]["attn"]) == 2                  # only two layers in the page
+    with pytest.raises(ValueError, match=r"layer=1 is not among layers=\[0, 2\]"):
+        head_view(model, tokenizer, TEXT, layer=1, layers=[0, 2])
+
+
 def test_head_view_pair_has_sentence_filters(model, tokenizer):
     html = head_view(model, tokenizer, TEXT, PAIR).data
     names = [v["name"] for v in _params(html)["attention"]]
