@@ -25,7 +25,8 @@ VOCAB, B, S = 97, 3, 9
 def small_hf_config(**kw):
     values = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=37, max_position_embeddings=32, type_vocab_size=2,
-                  attn_implementation="eager")
+                  attn_implementation="eager",
+                  initializer_range=0.2)   # large weights: activations of order 1, so every op is exercised
     values.update(kw)
     return transformers.BertConfig(**values)
 
@@ -282,8 +283,9 @@ def test_real_pretrained_weights_match_transformers(impl, real_reference):
 # ======================================================================================= attention paths
 def test_sdpa_path_equals_explicit_path_forward_and_backward():
     torch.manual_seed(0)
-    explicit = BertForPreTraining(tiny(attn_implementation="eager"))
-    fused = BertForPreTraining(tiny(attn_implementation="sdpa"))
+    # initializer_range 0.1: peaked attention, far from uniform, so the two kernels are really compared
+    explicit = BertForPreTraining(tiny(attn_implementation="eager", initializer_range=0.1))
+    fused = BertForPreTraining(tiny(attn_implementation="sdpa", initializer_range=0.1))
     fused.load_state_dict(explicit.state_dict())
     inputs = dict(batch(), **labels_for("BertForPreTraining"))
     explicit.eval(), fused.eval()
@@ -301,6 +303,7 @@ def test_sdpa_path_equals_explicit_path_forward_and_backward():
     assert torch.allclose(out.attentions[0].sum(-1), torch.ones(B, 2, S))
     assert torch.all(out.attentions[0][1, :, :, 6:] == 0)   # padded keys get exactly zero weight
     assert fused.bert(**batch()).attentions is None
+    assert out.attentions[0][0].max() > 0.5         # some query attends mostly to one key
 
 
 def test_attention_mask_forms_agree_and_padding_is_ignored():
