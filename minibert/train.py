@@ -221,8 +221,13 @@ class Batches:
         micro = []
         for a in range(self.grad_accum):
             start = (a * self.world_size + self.rank) * self.batch_size
-            micro.append(self.collate_fn([self.instances[i] for i in order[start:start + self.batch_size]]))
+            micro.append(self.collate_fn(self._fetch(order[start:start + self.batch_size])))
         return micro
+
+    def _fetch(self, indices: list[int]) -> list:
+        if hasattr(self.instances, "__getitems__"):        # datasets.Dataset: one Arrow read for the batch
+            return self.instances.__getitems__(indices)
+        return [self.instances[i] for i in indices]
 
     @property
     def steps_per_epoch(self) -> int:
@@ -483,7 +488,9 @@ class Trainer:
 
         until = self.config.steps if until is None else min(until, self.config.steps)
         log_path = self.out_dir / "metrics.jsonl" if self.out_dir and self.dist.is_main else None
-        bar = tqdm(total=until, initial=self.step, disable=not self.dist.is_main, desc="pre-training")
+        # Only rank 0 shows a bar; otherwise leave `disable` to tqdm, so that TQDM_DISABLE=1 turns it off.
+        quiet = {} if self.dist.is_main else {"disable": True}
+        bar = tqdm(total=until, initial=self.step, desc="pre-training", **quiet)
         window: dict[str, float] = {}
         window_steps, window_start = 0, time.perf_counter()
         while self.step < until:

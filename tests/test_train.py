@@ -143,7 +143,7 @@ def test_resume_reproduces_the_same_trajectory(tmp_path):
 
 
 def test_training_lowers_the_loss_and_clips_gradients(tmp_path):
-    config = TrainConfig(steps=30, lr=1e-2, warmup_steps=3, log_every=10, max_grad_norm=1.0)
+    config = TrainConfig(steps=20, lr=1e-2, warmup_steps=2, log_every=10, max_grad_norm=1.0)
     trainer = Trainer(tiny_model(dropout=0.0), Batches(random_instances(8), stack, batch_size=8), config)
     history = trainer.train()
     assert history[-1]["loss"] < history[0]["loss"] - 0.5    # it memorises 8 instances
@@ -151,3 +151,21 @@ def test_training_lowers_the_loss_and_clips_gradients(tmp_path):
     assert all(r["grad_norm"] > 0 for r in history)
     with pytest.raises(ValueError, match="do not add up"):
         Trainer(tiny_model(), [(Batches(random_instances(8), stack, batch_size=8), 5)], config)
+
+
+# --------------------------------------------------------------------------------------- the CLI
+def test_cli_pretrains_and_saves_a_loadable_model(tmp_path, capsys):
+    from minibert.model import BertForPreTraining
+    from minibert.pretrain import main
+
+    args = ["--max-documents", "12", "--eval-every-nth", "5", "--dupe-factor", "1", "--steps", "3", "--warmup", "1", "--batch-size", "4",
+            "--log-every", "1", "--out", str(tmp_path), "--device", "cpu"]
+    main(args)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 3 and 0 <= summary["unigram_baseline_acc"] < 0.5
+    model = BertForPreTraining.from_pretrained(tmp_path)
+    assert model.config.hidden_size == 128 and (tmp_path / "vocab.txt").exists()
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 3
+    with pytest.raises(SystemExit):
+        main(["--config", "huge"])

@@ -1,0 +1,294 @@
+"""Pre-train BERT from the command line: ``python -m minibert.pretrain`` (Devlin et al. 2019, Appendix A.2).
+
+The pipeline, end to end:
+
+1. documents (:func:`minibert.corpus.load_corpora`: the book's stand-ins for Wikipedia and BookCorpus, or the
+   hub's corpora by name when no local mirror is configured);
+2. a held-out slice of documents (every ``eval_every_nth`` document) for evaluation, the rest for training;
+3. instances with static masks, as Google's ``create_pretraining_data.py``
+   (:func:`minibert.pretraining.create_pretraining_dataset`);
+4. batches in Google's sparse format (``masked_lm_positions``: the MLM head runs only at masked positions);
+5. :class:`minibert.train.Trainer`: AdamW, linear warmup and decay, clipping, checkpoints;
+6. the model (``save_pretrained``: config.json + model.safetensors) and the vocabulary in ``--out``.
+
+The paper trains 90% of the steps on sequences of 128 tokens and the last 10% on 512 (Appendix A.2), "to
+learn the positional embeddings". ``--phase2-steps N --phase2-seq-len 512`` does that in one run (one
+optimizer, one schedule); running twice, the second time with ``--init-from`` the first run's output and
+``--max-seq-length 512``, does it as Google's scripts did (their second run starts a new optimizer).
+
+Examples::
+
+    python -m minibert.pretrain --steps 300 --out runs/tiny                       # tiny model, CPU
+    python -m minibert.pretrain --steps 300 --out runs/tiny --resume              # continue after a stop
+    torchrun --nproc_per_node=8 -m minibert.pretrain --config base --batch-size 32 \\
+        --steps 900000 --phase2-steps 100000 --lr 1e-4 --warmup 10000 --compile --out runs/base
+    # several machines: the same on every node, with --nnodes=N --node-rank=i --rdzv-endpoint=host:port
+
+``--batch-size`` is per process and micro-batch; the global batch is batch_size x grad_accum x processes
+(the paper's is 256 sequences).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .train import Batches, TrainConfig, Trainer, cleanup_distributed, evaluate, set_seed, setup_distributed
+
+LOCAL_CORPORA = ("wikipedia_summaries", "books")
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a run needs; the CLI flags map one to one onto these fields."""
+    config: str = "tiny"                  # BertConfig preset: tiny, mini, small, medium, base, large
+    corpora: tuple[str, ...] = LOCAL_CORPORA
+    max_seq_length: int = 128
+    max_predictions_per_seq: int = 20     # Google: 20 for 128 tokens, 80 for 512
+    dupe_factor: int = 5                  # Google: 10 (each document is cut and masked that many times)
+    max_documents: int | None = None      # per corpus, for quick runs
+    eval_every_nth: int = 50              # every n-th document is held out for evaluation
+    batch_size: int = 32                  # per process and micro-batch
+    grad_accum: int = 1
+    steps: int = 1000                     # all phases
+    phase2_steps: int = 0                 # the last steps, on longer sequences
+    phase2_seq_len: int = 512
+    phase2_batch_size: int | None = None  # default: batch_size
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    seed: int = 0
+    data_seed: int = 12345                # Google's create_pretraining_data.py default random_seed
+    out: str = "runs/pretrain"
+    resume: bool = False
+    init_from: str | None = None
+    compile: bool = False
+    device: str | None = None
+    log_every: int = 10
+    checkpoint_every: int = 0
+    eval_batches: int = 20
+    dropout: float | None = None          # override hidden and attention dropout (default: the config's 0.1)
+    config_overrides: dict = field(default_factory=dict)
+
+
+def load_tokenizer():
+    from .data import vocab_path
+    from .tokenizer import BertTokenizer
+    return BertTokenizer.from_pretrained(vocab_path())
+
+
+def build_datasets(cfg: PretrainConfig, tokenizer, max_seq_length: int, max_predictions: int):
+    """(train instances, eval instances): documents split by position, instances as Google builds them."""
+    from .corpus import load_corpora
+    from .pretraining import create_pretraining_dataset
+
+    corpus = load_corpora(cfg.corpora, max_documents=cfg.max_documents)
+    held_out = [i for i in range(len(corpus)) if i % cfg.eval_every_nth == 0]
+    if len(held_out) < 2:
+        raise ValueError(f"holding out every {cfg.eval_every_nth}-th of {len(corpus)} documents leaves "
+                         f"{len(held_out)} for evaluation; next sentence prediction needs at least 2")
+    train_docs = corpus.filter(lambda _, i: i % cfg.eval_every_nth != 0, with_indices=True)
+    eval_docs = corpus.select(held_out)
+    common = dict(max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions)
+    train = create_pretraining_dataset(train_docs, tokenizer, dupe_factor=cfg.dupe_factor, seed=cfg.data_seed,
+                                       **common)
+    evaluation = create_pretraining_dataset(eval_docs, tokenizer, dupe_factor=1, seed=cfg.data_seed + 1, **common)
+    return train, evaluation
+
+
+def build_model(cfg: PretrainConfig, vocab_size: int):
+    from .config import BertConfig
+    from .model import BertForPreTraining
+
+    overrides = dict(cfg.config_overrides)
+    if cfg.dropout is not None:
+        overrides.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
+    if cfg.init_from:
+        return BertForPreTraining.from_pretrained(cfg.init_from, **overrides)
+    return BertForPreTraining(BertConfig.from_preset(cfg.config, vocab_size=vocab_size, **overrides))
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Run pre-training as ``cfg`` says; returns a summary (history, evaluation, output folder)."""
+    from .pretraining import DataCollatorForPreTraining
+
+    if not 0 <= cfg.phase2_steps < cfg.steps:
+        raise ValueError(f"phase2_steps must be in [0, steps={cfg.steps}), got {cfg.phase2_steps}")
+    info = setup_distributed(cfg.device)
+    out = Path(cfg.out)
+    tokenizer = load_tokenizer()
+    collate = DataCollatorForPreTraining(tokenizer, mlm_format="sparse")
+
+    # Rank 0 tokenizes first (and fills the datasets cache); the others then read the cache.
+    def datasets_for(seq_len, predictions):
+        if not info.is_main:
+            torch.distributed.barrier()
+        result = build_datasets(cfg, tokenizer, seq_len, predictions)
+        if info.is_main and info.distributed:
+            torch.distributed.barrier()
+        return result
+
+    def batches(instances, batch_size):
+        return Batches(instances, collate, batch_size, grad_accum=cfg.grad_accum, seed=cfg.seed,
+                       rank=info.rank, world_size=info.world_size)
+
+    train1, eval1 = datasets_for(cfg.max_seq_length, cfg.max_predictions_per_seq)
+    phases = [(batches(train1, cfg.batch_size), cfg.steps - cfg.phase2_steps)]
+    if cfg.phase2_steps:
+        # Google's ratio: 80 predictions for 512 tokens (0.15 x 512 = 77).
+        train2, _ = datasets_for(cfg.phase2_seq_len, max(cfg.max_predictions_per_seq, round(0.15 * cfg.phase2_seq_len)))
+        phases.append((batches(train2, cfg.phase2_batch_size or cfg.batch_size), cfg.phase2_steps))
+
+    set_seed(cfg.seed)                                    # the same initial weights in every process
+    model = build_model(cfg, tokenizer.vocab_size)
+    train_config = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay,
+                               grad_accum=cfg.grad_accum, seed=cfg.seed, log_every=cfg.log_every,
+                               checkpoint_every=cfg.checkpoint_every, out_dir=str(out), compile=cfg.compile)
+    trainer = Trainer(model, phases, train_config, info)
+    checkpoint = out / "checkpoint.pt"
+    if cfg.resume and checkpoint.exists():
+        trainer.load_checkpoint(checkpoint)
+    else:
+        if info.is_main and (out / "metrics.jsonl").exists():
+            (out / "metrics.jsonl").unlink()              # a fresh run starts a fresh log
+        set_seed(cfg.seed + info.rank)                    # dropout masks differ between processes
+    trainer.train()
+
+    summary = {"out": str(out), "history": trainer.history, "steps": trainer.step}
+    if info.is_main:
+        eval_stream = Batches(eval1, collate, cfg.batch_size, shuffle=False)
+        n = min(cfg.eval_batches, eval_stream.steps_per_epoch)
+        summary["eval"] = evaluate(model, (eval_stream.next_step()[0] for _ in range(n)), info.device)
+        token, accuracy = unigram_baseline(train1, eval1)
+        summary["eval"].update(unigram_baseline_acc=accuracy, unigram_baseline_token=token,
+                               train_instances=len(train1), eval_instances=len(eval1))
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "eval.json").write_text(json.dumps(summary["eval"], indent=2) + "\n")
+    cleanup_distributed()
+    return summary
+
+
+# --------------------------------------------------------------------------------------- what to compare with
+def unigram_baseline(train, evaluation) -> tuple[int, float]:
+    """The accuracy of always predicting the most frequent masked token of ``train`` on ``evaluation``.
+
+    Both are instance datasets with static masks (a ``masked_lm_ids`` column). Returns (token id, accuracy).
+    A model that ignored the context could do no better than this.
+    """
+    import numpy as np
+
+    def ids(instances):
+        column = instances.data.column("masked_lm_ids").combine_chunks()
+        return np.asarray(column.flatten(), dtype=np.int64)
+
+    token = int(np.bincount(ids(train)).argmax())
+    return token, float((ids(evaluation) == token).mean())
+
+
+@torch.no_grad()
+def fill_mask(model, tokenizer, text: str, top_k: int = 3) -> list[list[str]]:
+    """The ``top_k`` tokens the MLM head predicts for each [MASK] of ``text`` (a sentence or "A [SEP] B")."""
+    if "[MASK]" not in text:
+        raise ValueError(f"text has no [MASK] token: {text!r}")
+    # Tokenize around the literal "[MASK]"s (the tokenizer would split "[MASK]" into "[", "mask", "]").
+    ids, types = [tokenizer.cls_token_id], [0]
+    for segment, part in enumerate(text.split("[SEP]")[:2]):
+        pieces = part.split("[MASK]")
+        for k, piece in enumerate(pieces):
+            ids += tokenizer.convert_tokens_to_ids(tokenizer.tokenize(piece))
+            if k < len(pieces) - 1:
+                ids.append(tokenizer.mask_token_id)
+        ids.append(tokenizer.sep_token_id)
+        types += [segment] * (len(ids) - len(types))
+    input_ids = torch.tensor([ids])                                      # (1, S)
+    was_training = model.training
+    model.eval()
+    logits = model(input_ids=input_ids, token_type_ids=torch.tensor([types]),
+                   attention_mask=torch.ones_like(input_ids)).prediction_logits[0]   # (S, V)
+    model.train(was_training)
+    masked = (input_ids[0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+    return [tokenizer.convert_ids_to_tokens(logits[i].topk(top_k).indices.tolist()) for i in masked]
+
+
+# --------------------------------------------------------------------------------------- the book's model
+TINY_STEPS = 600          # sized for about 8 minutes on 2 idle CPU cores (Chapter 7 measures it)
+
+
+def tiny_config(out_dir: str | os.PathLike = "checkpoints/ch07_tiny", steps: int = TINY_STEPS) -> PretrainConfig:
+    """The run of Chapter 7: BERT-Tiny (L=2, H=128) on the local corpora, sequences of 128, batch 32."""
+    return PretrainConfig(config="tiny", steps=steps, warmup=max(1, steps // 10), batch_size=32, lr=1e-3,
+                          dupe_factor=5, out=str(out_dir), log_every=10, device="cpu")
+
+
+def pretrain_tiny(out_dir: str | os.PathLike = "checkpoints/ch07_tiny", *, steps: int = TINY_STEPS,
+                  overwrite: bool = False) -> Path:
+    """Train Chapter 7's tiny BERT into ``out_dir`` (unless a finished one is there) and return ``out_dir``.
+
+    The fine-tuning chapter calls this to get the pre-trained model whether or not Chapter 7 ran first;
+    Chapter 7 calls it with ``overwrite=True``. The folder holds config.json, model.safetensors (a
+    ``BertForPreTraining``), vocab.txt, metrics.jsonl and eval.json.
+    """
+    out = Path(out_dir)
+    if not overwrite and (out / "model.safetensors").exists() and (out / "eval.json").exists():
+        return out
+    pretrain(tiny_config(out, steps))
+    return out
+
+
+# --------------------------------------------------------------------------------------- command line
+def parse_args(argv=None) -> PretrainConfig:
+    d = PretrainConfig()
+    p = argparse.ArgumentParser(prog="python -m minibert.pretrain",
+                                description="Pre-train BERT (masked LM + next sentence prediction).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", default=d.config, choices=["tiny", "mini", "small", "medium", "base", "large"])
+    p.add_argument("--corpora", nargs="+", default=list(d.corpora),
+                   help="corpus names (the local mirror's, or the hub's when MINIBERT_DATA is unset)")
+    p.add_argument("--max-documents", type=int, default=d.max_documents, help="per corpus (quick runs)")
+    p.add_argument("--max-seq-length", type=int, default=d.max_seq_length)
+    p.add_argument("--max-predictions-per-seq", type=int, default=d.max_predictions_per_seq)
+    p.add_argument("--dupe-factor", type=int, default=d.dupe_factor)
+    p.add_argument("--eval-every-nth", type=int, default=d.eval_every_nth, help="hold out every n-th document")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process and micro-batch")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps, all phases")
+    p.add_argument("--phase2-steps", type=int, default=d.phase2_steps, help="last steps on longer sequences")
+    p.add_argument("--phase2-seq-len", type=int, default=d.phase2_seq_len)
+    p.add_argument("--phase2-batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (paper: 1e-4 for BASE/LARGE)")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="warmup steps (paper: 10000)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init-from", default=None, help="start from a save_pretrained folder (second phase)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    a = p.parse_args(argv)
+    return PretrainConfig(config=a.config, corpora=tuple(a.corpora), max_documents=a.max_documents,
+                          max_seq_length=a.max_seq_length, max_predictions_per_seq=a.max_predictions_per_seq,
+                          dupe_factor=a.dupe_factor, eval_every_nth=a.eval_every_nth, batch_size=a.batch_size, grad_accum=a.grad_accum,
+                          steps=a.steps, phase2_steps=a.phase2_steps, phase2_seq_len=a.phase2_seq_len,
+                          phase2_batch_size=a.phase2_batch_size, lr=a.lr, warmup=a.warmup,
+                          weight_decay=a.weight_decay, dropout=a.dropout, seed=a.seed, out=a.out, resume=a.resume,
+                          init_from=a.init_from, compile=a.compile, device=a.device, log_every=a.log_every,
+                          checkpoint_every=a.checkpoint_every)
+
+
+def main(argv=None) -> None:
+    summary = pretrain(parse_args(argv))
+    if "eval" in summary:
+        print(json.dumps({"out": summary["out"], "steps": summary["steps"],
+                          **{k: round(v, 4) for k, v in summary["eval"].items()}}))
+
+
+if __name__ == "__main__":
+    main()
