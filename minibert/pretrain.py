@@ -216,18 +216,22 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 3) -> list[list[str]]:
 
 
 # --------------------------------------------------------------------------------------- the book's model
-TINY_STEPS = 600          # sized for about 8 minutes on 2 idle CPU cores (Chapter 7 measures it)
+TINY_STEPS = 800          # sized for about 8 minutes on 2 idle CPU cores (Chapter 7 measures it)
+# checkpoints/ch07_tiny at the root of the book's checkout, whatever the working directory (chapters/ or root).
+TINY_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "ch07_tiny"
 
 
-def tiny_config(out_dir: str | os.PathLike = "checkpoints/ch07_tiny", steps: int = TINY_STEPS) -> PretrainConfig:
+def tiny_config(out_dir: str | os.PathLike = TINY_CHECKPOINT, steps: int = TINY_STEPS) -> PretrainConfig:
     """The run of Chapter 7: BERT-Tiny (L=2, H=128) on the local corpora, sequences of 128, batch 32."""
     return PretrainConfig(config="tiny", steps=steps, warmup=max(1, steps // 10), batch_size=32, lr=1e-3,
                           dupe_factor=5, out=str(out_dir), log_every=10, device="cpu")
 
 
-def pretrain_tiny(out_dir: str | os.PathLike = "checkpoints/ch07_tiny", *, steps: int = TINY_STEPS,
+def pretrain_tiny(out_dir: str | os.PathLike = TINY_CHECKPOINT, *, steps: int = TINY_STEPS,
                   overwrite: bool = False) -> Path:
     """Train Chapter 7's tiny BERT into ``out_dir`` (unless a finished one is there) and return ``out_dir``.
+
+    ``out_dir`` defaults to ``checkpoints/ch07_tiny`` at the root of the checkout (:data:`TINY_CHECKPOINT`).
 
     The fine-tuning chapter calls this to get the pre-trained model whether or not Chapter 7 ran first;
     Chapter 7 calls it with ``overwrite=True``. The folder holds config.json, model.safetensors (a

@@ -337,6 +337,26 @@ def plot_metrics(records: str | os.PathLike | list[dict[str, Any]], smooth: int 
     return fig
 
 
+# --------------------------------------------------------------------------------------- cost
+H100_BF16_PEAK_FLOPS = 989e12     # NVIDIA H100 SXM, dense bf16 tensor-core peak (no sparsity)
+
+
+def flops_per_token(config, seq_len: int, predictions_per_seq: int | None = None) -> float:
+    """Training FLOPs per token of BertForPreTraining: PaLM's formula (Chowdhery et al. 2022, Appendix B).
+
+    ``6 N + 12 L H T``: 6 FLOPs per matmul parameter and token (2 forward, 4 backward) plus the attention
+    scores and their weighted sum (``H`` = heads x head size, ``T`` = sequence length). ``N`` counts the
+    weights a token is multiplied by: the encoder's dense layers and the MLM head (transform + the tied
+    vocabulary projection). The embedding tables are look-ups, not matmuls, so they are not in ``N``. With
+    the sparse head (``predictions_per_seq`` = P) the MLM head runs on P of the T tokens; with the dense
+    head (None) on all of them. The pooler and NSP classifier (one vector a sequence) are left out.
+    """
+    L, H, I, V = config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.vocab_size
+    encoder = L * (4 * H * H + 2 * H * I)             # Q, K, V, attention output; two feed-forward matmuls
+    head = (H * H + H * V) * (1.0 if predictions_per_seq is None else predictions_per_seq / seq_len)
+    return 6 * (encoder + head) + 12 * L * H * seq_len
+
+
 # --------------------------------------------------------------------------------------- checkpoints
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never a half-written file."""
