@@ -10,8 +10,9 @@ embeddings, segment embeddings, tanh pooler on [CLS]) with Hugging Face's module
 * ``hidden_act="gelu"`` is the exact erf GELU (Hugging Face's meaning); Google's modeling.py uses the tanh
   approximation under that name. Use ``"gelu_new"`` for Google's.
 * Masked attention scores get ``torch.finfo(dtype).min`` (as Hugging Face) instead of Google's -10000.0,
-  so a masked key gets exactly zero probability and a row whose keys are all padding stays finite in
-  fp32, fp16 and bf16 (its probabilities are then uniform; such rows are padding and never read).
+  so a masked key gets exactly zero probability. A sequence that is all padding attends to all its
+  (padding) keys instead of none, which keeps it finite in fp32, fp16 and bf16 and makes the SDPA and
+  explicit kernels agree in value and gradient (see :func:`keep_mask`); such rows are never read.
 * The word-embedding matrix has no ``padding_idx`` (Google has none; Hugging Face sets one, which only
   zeroes that row at initialisation and blocks its gradient).
 * Initialisation is Google's truncated normal (std = initializer_range, cut at 2 std), where Hugging
@@ -119,7 +120,14 @@ class MultipleChoiceModelOutput(ModelOutput):
 
 # ======================================================================================= masks
 def keep_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """attention_mask (B, S), 1 = attend / 0 = padding, or (B, S, S) one row per query -> bool (B, 1, 1|S, S)."""
+    """attention_mask (B, S), 1 = attend / 0 = padding, or (B, S, S) one row per query -> bool (B, 1, 1|S, S).
+
+    A query with no key to attend to (a sequence that is all padding) is given all its keys instead:
+    a softmax over nothing has no meaning, such rows are padding whose outputs nobody reads, and this way
+    no row is fully masked, so every kernel and dtype gives the same finite values and gradients. (With
+    every key masked, softmax(scores + finfo.min) is uniform in the forward pass, but a fused kernel's
+    backward recomputes it from a log-sum-exp that cannot hold finfo.min + log(S) and gets it wrong.)
+    """
     if not isinstance(attention_mask, torch.Tensor):
         raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
     if attention_mask.dim() == 2:
@@ -128,14 +136,16 @@ def keep_mask(attention_mask: torch.Tensor) -> torch.Tensor:
         keep = attention_mask[:, None, :, :]        # (B, 1, S, S)
     else:
         raise ValueError(f"attention_mask must have shape (B, S) or (B, S, S), got {tuple(attention_mask.shape)}")
-    return keep if keep.dtype == torch.bool else keep != 0
+    keep = keep if keep.dtype == torch.bool else keep != 0
+    return keep | ~keep.any(dim=-1, keepdim=True)  # rows with no key left: attend to every key
 
 
 def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """bool keep-mask -> additive mask in ``dtype``: 0 where kept, ``torch.finfo(dtype).min`` where masked.
 
-    Added to the attention scores before the softmax, it gives masked keys zero weight. A finite value
-    (not -inf) keeps a row whose keys are all padding finite: its softmax is uniform instead of NaN.
+    Added to the attention scores before the softmax, it gives masked keys exactly zero weight. Every row
+    keeps at least one key (see :func:`keep_mask`), so the softmax always has a finite maximum, even when a
+    masked score plus finfo(fp16).min rounds to -inf.
     """
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
@@ -224,8 +234,7 @@ class BertSelfAttention(nn.Module):
         if output_attentions or self.attn_implementation == "eager":
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.attention_head_size)  # (B, A, S, S)
             if mask is not None:
-                # clamp: in fp16, a very negative score plus finfo.min would round to -inf.
-                scores = (scores + mask).clamp_min(torch.finfo(scores.dtype).min)
+                scores = scores + mask                     # masked keys: finfo.min (may round to -inf in fp16)
             probs = torch.softmax(scores, dim=-1)          # (B, A, S, S), rows sum to 1
             context = torch.matmul(self.dropout(probs), v)  # (B, A, S, D)
         else:
@@ -427,6 +436,15 @@ class BertPreTrainedModel(nn.Module):
                 if isinstance(m, nn.Embedding):
                     params.pop(id(m.weight), None)
         return sum(p.numel() for p in params.values() if p.requires_grad or not only_trainable)
+
+    def set_attn_implementation(self, impl: str) -> "BertPreTrainedModel":
+        """Switch every attention layer to "sdpa" or "eager" (explicit) in place; updates the config."""
+        self.config.attn_implementation = impl
+        self.config.validate()
+        for module in self.modules():
+            if isinstance(module, BertSelfAttention):
+                module.attn_implementation = impl
+        return self
 
     def get_input_embeddings(self) -> nn.Embedding:
         base = self if isinstance(self, BertModel) else self.bert
