@@ -358,3 +358,57 @@ def test_bad_input_raises(tok, tmp_path):
         BertTokenizer.from_pretrained(tmp_path / "missing")
     with pytest.raises(TypeError, match="path must be"):
         BertTokenizer.from_pretrained(None)
+
+
+# -------------------------------------------------------------------------------------------------
+# Vocabulary training
+
+from minibert.wordpiece_training import count_words, train_tokenizer, train_wordpiece  # noqa: E402
+
+TOY = {"hug": 10, "pug": 5, "pun": 12, "bun": 4, "hugs": 5}
+
+
+def test_training_toy_golden():
+    alphabet = ["##g", "##n", "##s", "##u", "b", "h", "p"]
+    v = train_wordpiece(TOY, vocab_size=14, min_frequency=1)
+    assert v[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and v[5:12] == alphabet
+    # Likelihood gain c_ab * log(c_ab N / (c_a c_b)), N = 113 units: ##u+##g (22.9) beats p+##u (19.4);
+    # then ##u+##n (31.3) beats h+##ug (26.0). Worked out by hand.
+    assert v[12:] == ["##ug", "##un"]
+    # The PMI score c_ab / (c_a c_b) prefers the rare pair ##g+##s (5/100 against 20/720 for ##u+##g).
+    assert train_wordpiece(TOY, vocab_size=13, min_frequency=1, score="pmi")[12] == "##gs"
+    assert train_wordpiece(TOY, vocab_size=14, min_frequency=6)[12:] == ["##ug", "##un"]
+    assert len(train_wordpiece(TOY, vocab_size=100, min_frequency=1)) < 100   # runs out of pairs
+
+
+def test_training_subset_against_tokenizers_trainer():
+    from tokenizers import BertWordPieceTokenizer
+
+    docs = list(load_dataset("wikipedia_summaries", "train")["text"][:800])
+    counts = count_words(docs)
+    vocab = train_wordpiece(counts, vocab_size=2000)
+    assert len(vocab) == len(set(vocab)) == 2000 and vocab == train_wordpiece(counts, vocab_size=2000)
+    theirs = BertWordPieceTokenizer(lowercase=True)
+    theirs.train_from_iterator(docs, vocab_size=2000, min_frequency=2, limit_alphabet=1000, show_progress=False,
+                               special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    held = list(load_dataset("sst2", "validation")["sentence"])
+    ours = BertTokenizer({t: i for i, t in enumerate(vocab)})
+    ref = BertTokenizer(theirs.get_vocab())
+    n_words = sum(len(ours.basic_tokenizer.tokenize(s)) for s in held)
+    ppw_ours = sum(len(ours.tokenize(s)) for s in held) / n_words
+    ppw_ref = sum(len(ref.tokenize(s)) for s in held) / n_words
+    assert 1.2 < ppw_ours < 1.08 * ppw_ref, (ppw_ours, ppw_ref)
+    assert len(set(vocab) & set(theirs.get_vocab())) > 0.75 * 2000
+    tok = train_tokenizer(docs[:50], vocab_size=500)
+    assert len(tok) == 500 and tok("The cat")["input_ids"][0] == tok.cls_token_id
+
+
+def test_training_bad_input():
+    with pytest.raises(TypeError, match=r"texts\[1\] must be a str, got int"):
+        count_words(["ok", 1])
+    with pytest.raises(TypeError, match="word_counts must be a dict"):
+        train_wordpiece(["hug"])
+    with pytest.raises(ValueError, match="leaves no room"):
+        train_wordpiece(TOY, vocab_size=5)
+    with pytest.raises(ValueError, match="score must be"):
+        train_wordpiece(TOY, score="bpe")
