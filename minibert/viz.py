@@ -21,13 +21,17 @@ What minibert changes in bertviz's HTML, and why:
 2. Attention probabilities are rounded (``decimals``, 3 by default) before they are serialised: the HTML
    is several times smaller, and the stored notebook output does not depend on the last bits of float32
    arithmetic, which differ between CPUs.
+3. bertviz 1.4 substitutes its parameters for every occurrence of its template marker, including one in a
+   JavaScript comment, so each view carries all its attention numbers twice. We drop the copy in the comment.
 
 bertviz gives every view a random element id (``bertviz-<32 hex digits>``); the book's
 ``nbval_sanitize.cfg`` masks it when stored outputs are compared.
 """
 from __future__ import annotations
 
+import io
 import math
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -125,6 +129,8 @@ def _offline_friendly(html: str) -> str:
     if _SCRIPT_OPEN not in html:          # another bertviz layout: leave it alone rather than break it
         return html
     html = html.replace(_REQUIRE_TAG, "")
+    # "const params = {...}; // HACK: {...} is a template marker ..." -> "const params = {...};"
+    html = re.sub(r"^(\s*const params = .*?\}); // HACK: .*$", r"\1;", html, count=1, flags=re.M)
     head, _, rest = html.partition(_SCRIPT_OPEN)
     script, _, tail = rest.rpartition("</script>")
     script = script.replace("</", "<\\/")  # keep token text from closing the script element early
@@ -199,18 +205,32 @@ def model_view(model: torch.nn.Module, tokenizer, text: str, text_pair: str | No
     return html
 
 
+def _figure_class():
+    from matplotlib.figure import Figure
+
+    class AttentionFigure(Figure):
+        """A Figure that shows itself as a PNG in IPython without going through pyplot."""
+
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png")
+            return buf.getvalue()
+
+    return AttentionFigure
+
+
 def plot_attention(attn, tokens: Sequence[str], heads: Sequence[int] | None = None, ncols: int = 4,
-                   title: str | None = None, cmap: str = "viridis", cell_size: float = 0.28):
+                   title: str | None = None, cmap: str = "viridis", max_width: float = 15.0):
     """A grid of heatmaps, one per head: row i, column j is how much query token i attends to key token j.
 
     ``attn`` is one layer's attention, (A, S, S), (1, A, S, S) or a single head's (S, S); a tensor or array.
-    ``heads`` picks heads to draw (default all). Returns a ``matplotlib.figure.Figure`` with exactly one
+    ``heads`` picks heads to draw (default all), ``ncols`` panels per row, ``max_width`` the figure's
+    width limit in inches. Returns a ``matplotlib.figure.Figure`` with exactly one
     axes per drawn head (no colour bar: every cell is a probability in [0, 1] and all panels share that
-    scale). The figure is not registered with pyplot, so in a notebook show it by making it the last
-    expression of a cell (or with ``display(fig)``), and save it with ``fig.savefig``.
+    scale). The figure is not registered with pyplot (no global state, nothing to close): in a notebook it
+    shows as a PNG when it is the last expression of a cell or passed to ``display``; save it with
+    ``fig.savefig``.
     """
-    from matplotlib.figure import Figure
-
     if isinstance(attn, (list, tuple)):
         raise TypeError("attn must be one layer's attention tensor (A, S, S); "
                         "for a model's output pick a layer, e.g. out.attentions[layer][0]")
@@ -235,14 +255,15 @@ def plot_attention(attn, tokens: Sequence[str], heads: Sequence[int] | None = No
 
     ncols = min(ncols, len(heads))
     nrows = math.ceil(len(heads) / ncols)
-    side = max(1.6, cell_size * s_q + 0.9)
-    fig = Figure(figsize=(side * ncols, side * nrows + (0.4 if title else 0.0)), layout="constrained")
+    side = min(max(2.0, 0.17 * s_q + 1.0), max_width / ncols)   # inches per panel, labels included
+    fontsize = 7 if (side - 1.0) / max(s_q, 1) >= 0.12 else 5
+    fig = _figure_class()(figsize=(side * ncols, side * nrows + (0.4 if title else 0.0)), layout="constrained")
     for k, h in enumerate(heads):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         ax.imshow(attn[h].numpy(), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(f"head {h}", fontsize=9)
-        ax.set_xticks(range(s_q), tokens, rotation=90, fontsize=7)
-        ax.set_yticks(range(s_q), tokens, fontsize=7)
+        ax.set_xticks(range(s_q), tokens, rotation=90, fontsize=fontsize)
+        ax.set_yticks(range(s_q), tokens, fontsize=fontsize)
         ax.tick_params(length=0)
     if title:
         fig.suptitle(title, fontsize=11)

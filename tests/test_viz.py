@@ -29,7 +29,7 @@ def model():
 
 def _params(html: str) -> dict:
     """The JSON bertviz embeds in its script (``const params = {...};``)."""
-    match = re.search(r"const params = (\{.*?\}); //", html, re.S)
+    match = re.search(r"const params = (\{.*\});\n", html)
     assert match, "no params in the bertviz HTML"
     return json.loads(match.group(1))
 
@@ -85,6 +85,7 @@ def test_views_do_not_need_a_cdn_when_the_page_has_requirejs(model, tokenizer):
         assert '<script src="https://cdnjs' not in html
         assert "typeof window.requirejs === 'function'" in html
         assert html.count("<script") == 1 and html.count("</script>") == 1
+        assert html.count('"attention": [') == 1        # the numbers once, not again in a comment
 
 
 def test_model_view_layers_and_heads(model, tokenizer):
@@ -137,6 +138,7 @@ def test_plot_attention_one_axes_per_head():
     image = fig.axes[3].get_images()[0]
     assert image.get_clim() == (0.0, 1.0)
     torch.testing.assert_close(torch.as_tensor(image.get_array()), attn[3])
+    assert fig._repr_png_().startswith(b"\x89PNG")                         # IPython shows it as a PNG
     assert len(plot_attention(attn[None], tokens, heads=[1, 5]).axes) == 2   # (1, A, S, S), two heads
     assert len(plot_attention(attn[0].numpy(), tokens).axes) == 1            # one head (S, S), numpy
 
