@@ -146,13 +146,16 @@ class MaskedLMPolicy:
 
     def candidates(self, input_ids: Sequence[int]) -> list[list[int]]:
         """Maskable positions, grouped by word when ``whole_word_mask`` (a group never spans a special token)."""
+        if not self.whole_word_mask:
+            specials = self.special_token_ids
+            return [[i] for i, tok in enumerate(input_ids) if tok not in specials]
         groups: list[list[int]] = []
         after_special = True
         for i, tok in enumerate(input_ids):
             if tok in self.special_token_ids:
                 after_special = True
                 continue
-            if self.whole_word_mask and not after_special and self.continuation[tok]:
+            if not after_special and self.continuation[tok]:
                 groups[-1].append(i)
             else:
                 groups.append([i])

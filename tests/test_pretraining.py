@@ -7,7 +7,7 @@ import datasets
 import pytest
 import torch
 
-from minibert.corpus import load_corpora, split_sentences, tokenize_corpus
+from minibert.corpus import iter_documents, load_corpora, split_sentences, tokenize_corpus
 from minibert.data import pretrained_path
 from minibert.pretraining import (
     IGNORE_INDEX, DataCollatorForPreTraining, MaskedLMPolicy, PretrainingMetrics, create_pretraining_dataset,
@@ -75,6 +75,20 @@ def test_tokenize_corpus_matches_per_sentence_tokenization_and_caches(tok):
         tokenize_corpus(corpus, tok, text_column="body")
     with pytest.raises(TypeError, match="lacks"):
         tokenize_corpus(corpus, object())
+
+
+def test_tokenize_corpus_in_parallel_and_shards(tok):
+    corpus = load_corpora("wikipedia_summaries", max_documents=40)
+    serial = tokenize_corpus(corpus, tok, load_from_cache_file=False)
+    parallel = tokenize_corpus(corpus, tok, num_proc=2, load_from_cache_file=False)
+    assert parallel[:]["sentence_ids"] == serial[:]["sentence_ids"]
+    shards = list(iter_documents(serial, documents_per_shard=13))      # 13 + 13 + 14: a tail of 1 is merged
+    assert [len(s) for s in shards] == [13, 13, 14]
+    assert [d for s in shards for d in s] == serial[:]["sentence_ids"]
+    streamed = list(iter_documents(serial.to_iterable_dataset(), documents_per_shard=13))
+    assert streamed == shards
+    with pytest.raises(ValueError, match="documents_per_shard must be an int >= 2"):
+        next(iter_documents(serial, documents_per_shard=1))
 
 
 # ------------------------------------------------------------------------------------------ golden
