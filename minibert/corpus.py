@@ -7,7 +7,8 @@ structure with Hugging Face ``datasets``:
 
 1. :func:`load_corpora` reads the book's two stand-in corpora (``wikipedia_summaries``, ``books``) as one
    ``Dataset`` of documents with a ``text`` column. For a reader online, ``load_dataset(name, streaming=True)``
-   gives the real hub corpora as an ``IterableDataset``; everything below accepts both.
+   gives the real hub corpora as an ``IterableDataset``; everything below accepts both. The hub's BookCorpus has
+   one sentence a row and no book boundaries: :func:`group_lines` makes pseudo-documents of consecutive rows.
 2. :func:`split_sentences` is a small rule-based sentence splitter (documented below). Newlines are hard
    boundaries: the books have one paragraph a line.
 3. :func:`tokenize_corpus` maps each document to ``sentence_ids``, a list of token-id lists (one per
@@ -25,8 +26,8 @@ import hashlib
 import re
 from typing import Iterable, Iterator
 
-__all__ = ["ABBREVIATIONS", "split_sentences", "load_corpora", "tokenize_corpus", "tokenizer_fingerprint",
-           "iter_documents"]
+__all__ = ["ABBREVIATIONS", "split_sentences", "load_corpora", "group_lines", "tokenize_corpus",
+           "tokenizer_fingerprint", "iter_documents"]
 
 # Words that end with a period without ending a sentence (compared lower-cased, without the period).
 ABBREVIATIONS = frozenset("""
@@ -115,6 +116,27 @@ def load_corpora(names: Iterable[str] = ("wikipedia_summaries", "books"), *, max
     if not parts:
         raise ValueError("load_corpora needs at least one corpus name")
     return datasets.concatenate_datasets(parts)
+
+
+def group_lines(corpus, lines_per_document: int, *, text_column: str = "text"):
+    """Join every ``lines_per_document`` consecutive rows into one document (lines separated by newlines).
+
+    For corpora stored one sentence a row without document boundaries, such as BookCorpus on the hub
+    (``load_dataset("books", streaming=True)`` online): without grouping, every "document" would be one sentence
+    and every next-sentence pair would be random. Works on a ``Dataset`` and on a streamed ``IterableDataset``;
+    the result has the single column ``text``.
+    """
+    import datasets
+
+    if isinstance(lines_per_document, bool) or not isinstance(lines_per_document, int) or lines_per_document < 1:
+        raise ValueError(f"lines_per_document must be a positive int, got {lines_per_document!r}")
+    if not isinstance(corpus, (datasets.Dataset, datasets.IterableDataset)):
+        raise TypeError(f"corpus must be a datasets.Dataset or IterableDataset, got {type(corpus).__name__}")
+    names = corpus.column_names
+    if names is not None and text_column not in names:
+        raise ValueError(f"corpus has no column {text_column!r}; its columns are {names}")
+    return corpus.map(lambda batch: {"text": ["\n".join(batch[text_column])]}, batched=True,
+                      batch_size=lines_per_document, remove_columns=names)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -392,9 +392,13 @@ def iter_training_instances(corpus, tokenizer, *, max_seq_length: int = 128, dup
 
 
 def _tokenized(corpus, tokenizer, num_proc):
-    names = getattr(corpus, "column_names", None)
-    if names is None:
+    import datasets
+
+    if not isinstance(corpus, (datasets.Dataset, datasets.IterableDataset)):
         raise TypeError(f"corpus must be a datasets.Dataset or IterableDataset, got {type(corpus).__name__}")
+    names = corpus.column_names
+    if names is None:                       # a stream whose features are unknown: assume raw text documents
+        return tokenize_corpus(corpus, tokenizer)
     if "sentence_ids" in names:
         return corpus
     if "text" not in names:

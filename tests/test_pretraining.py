@@ -7,7 +7,7 @@ import datasets
 import pytest
 import torch
 
-from minibert.corpus import iter_documents, load_corpora, split_sentences, tokenize_corpus
+from minibert.corpus import group_lines, iter_documents, load_corpora, split_sentences, tokenize_corpus
 from minibert.data import pretrained_path
 from minibert.pretraining import (
     IGNORE_INDEX, DataCollatorForPreTraining, MaskedLMPolicy, PretrainingMetrics, create_pretraining_dataset,
@@ -89,6 +89,18 @@ def test_tokenize_corpus_in_parallel_and_shards(tok):
     assert streamed == shards
     with pytest.raises(ValueError, match="documents_per_shard must be an int >= 2"):
         next(iter_documents(serial, documents_per_shard=1))
+
+
+def test_group_lines_makes_documents(tok):
+    lines = datasets.Dataset.from_dict({"text": [f"Sentence number {i}." for i in range(10)]})
+    grouped = group_lines(lines, 4)
+    assert grouped[:]["text"] == ["\n".join(f"Sentence number {i}." for i in range(k, min(k + 4, 10)))
+                                  for k in (0, 4, 8)]
+    assert [r["text"] for r in group_lines(lines.to_iterable_dataset(), 4)] == grouped[:]["text"]
+    docs = tokenize_corpus(grouped, tok)[:]["sentence_ids"]
+    assert [len(d) for d in docs] == [4, 4, 2]
+    with pytest.raises(ValueError, match="lines_per_document must be a positive int"):
+        group_lines(lines, 0)
 
 
 # ------------------------------------------------------------------------------------------ golden
@@ -249,6 +261,10 @@ def test_streamed_corpus_gives_the_same_instances(tok):
     streamed = create_pretraining_dataset(corpus.to_iterable_dataset(), tok, max_seq_length=32, dupe_factor=2)
     assert isinstance(streamed, datasets.IterableDataset)
     assert [dict(r) for r in streamed] == [dict(r) for r in in_memory]
+    unknown = datasets.IterableDataset.from_generator(lambda: ({"text": t} for t in DOCS * 3))   # no features
+    assert unknown.column_names is None
+    assert [dict(r) for r in create_pretraining_dataset(unknown, tok, max_seq_length=32, dupe_factor=2)] == \
+        [dict(r) for r in in_memory]
     shards = create_pretraining_dataset(corpus.to_iterable_dataset(), tok, max_seq_length=32, dupe_factor=2,
                                         documents_per_shard=4)
     assert len(list(shards)) > 0
