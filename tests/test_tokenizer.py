@@ -185,6 +185,27 @@ def test_accents_and_case_golden():
     assert uncased.basic_tokenizer.tokenize("ab\u200bcd\x07e") == ["abcde"]
 
 
+def test_where_google_and_hf_differ_minibert_follows(tok, hf):
+    """Each case: what Google's tokenization.py does, what HF does, and which minibert follows."""
+    basic = tok.basic_tokenizer
+    # U+2028/U+2029: Google keeps them inside words (not Zs); HF splits (Rust char::is_whitespace). minibert: HF,
+    # so that the fast path and pretrained checkpoints' usual tokenizer agree.
+    assert basic.tokenize("ab\u2028cd") == ["ab", "cd"]
+    assert tok("ab\u2028cd")["input_ids"] == hf("ab\u2028cd")["input_ids"]
+    # Unassigned code points (Cn): Google drops them (category C*); HF keeps them. minibert: HF.
+    assert unicodedata.category("\u0378") == "Cn"
+    assert basic.tokenize("a\u0378b") == ["a\u0378b"]
+    assert tok("a\u0378b")["input_ids"] == hf("a\u0378b")["input_ids"]
+    # Word-final capital sigma: Google's str.lower() gives 'ς', HF 'σ'. minibert: HF.
+    assert basic.tokenize("ΟΔΟΣ") == ["οδοσ"] and "ΟΔΟΣ".lower() == "οδος"
+    # CJK Extension E starts at U+2B820 (Unicode, Google); the Rust library starts it at U+2B920 (a typo).
+    # minibert: Google, because it is the correct range; the character stands alone in the pure-Python path.
+    assert basic.tokenize("a\U0002B820b") == ["a", "\U0002B820", "b"]
+    assert [w for w, _ in hf.backend_tokenizer.pre_tokenizer.pre_tokenize_str(
+        hf.backend_tokenizer.normalizer.normalize_str("a\U0002B820b"))] == ["a\U0002B820b"]
+    # max_input_chars_per_word: Google 200, HF 100 (next test). minibert: a parameter, default HF's 100.
+
+
 def test_max_input_chars_per_word():
     """HF uses 100, Google 200; minibert defaults to HF's and lets you pick Google's."""
     vocab = _vocab_dict()
@@ -282,6 +303,15 @@ def test_single_text_output_shapes(tok, hf):
     assert pair["token_type_ids"] == [0, 0, 0, 0, 0, 1, 1, 1, 1]
     assert tok.convert_ids_to_tokens(pair["input_ids"]) == ["[CLS]", "is", "it", "?", "[SEP]", "it", "is", ".", "[SEP]"]
     assert tok([("Is it?", "It is.")])["input_ids"] == [pair["input_ids"]]   # a batch of tuples is a batch of pairs
+
+
+def test_tensors_with_offsets_and_overflow(tok, hf):
+    kw = dict(truncation=True, max_length=6, stride=1, return_overflowing_tokens=True, return_offsets_mapping=True,
+              padding=True, return_tensors="pt")
+    got, ref = tok(["one two three four five", "six"], **kw), hf(["one two three four five", "six"], **kw)
+    assert got["offset_mapping"].shape == (3, 6, 2)   # windows [one..four], [four five], [six]
+    for k in ("input_ids", "token_type_ids", "attention_mask", "offset_mapping", "overflow_to_sample_mapping"):
+        assert torch.equal(got[k], ref[k]), k
 
 
 def test_decode_matches_hf(tok, hf, corpora):
