@@ -9,8 +9,9 @@ the same order, so the two runs are not bit-identical: the accuracies should agr
 
     MINIBERT_DATA=../shared/data HF_HUB_OFFLINE=1 .venv/bin/python scripts/compare_sst2_hf.py
 
-writes results/sst2_parity.json. Defaults (8000 training examples, 1 epoch, max_seq_length 64, batch 32,
-lr 2e-5) take about 10-15 minutes on 2 CPU cores.
+writes results/sst2_parity.json. The defaults (8000 training examples, 1 epoch, max_seq_length 64, batch 32,
+lr 2e-5) are sized for 10-15 minutes on 2 idle CPU cores; the committed result was produced with
+``--max-train-examples 1600`` on a heavily shared machine (the JSON file records the settings it used).
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def main(argv=None) -> dict:
         set_seed(args.seed)
         loader = make_loader(train_features, args.batch_size, shuffle=True, seed=args.seed)
         t = time.perf_counter()
-        history = fit(model, loader, epochs=args.epochs, lr=args.lr, log_every=50,
+        history = fit(model, loader, epochs=args.epochs, lr=args.lr, log_every=10,
                       log=lambda s, n=name: print(f"[{n}] {s}", flush=True))
         metrics = evaluate_glue("sst2", model, eval_features)
         results[name] = {"accuracy": round(100 * metrics["accuracy"], 2),
