@@ -1,8 +1,8 @@
 """Pre-training data: sentence pairs, masked LM and next sentence prediction (Devlin et al. 2019, Section 3.1).
 
 Faithful to Google's ``create_pretraining_data.py``, working on token ids instead of token strings and making
-the same calls on one ``random.Random`` in the same order (so for the same documents and seed it builds the
-same instances):
+the same calls on one ``random.Random`` in the same order, so for the same documents and seed it builds the same
+instances (checked against Google's script on the book's corpora, with and without whole-word masking):
 
 * The documents are shuffled, then visited ``dupe_factor`` times; each visit cuts a document into instances.
 * Each instance has room for ``max_num_tokens = max_seq_length - 3`` tokens besides [CLS], [SEP], [SEP]. Its
@@ -27,7 +27,6 @@ the same fixed ``num_to_predict`` rule instead of an independent coin per token)
 
 Where minibert deviates from Google:
 
-* whole-word groups never span a [SEP] (Google appends a segment-initial "##" piece to the last word before it);
 * fewer than two documents is an error (Google would silently take the "random" segment from the same document);
 * for streamed corpora, instances are built per shard of documents (as Google per input file), shard k with
   ``random.Random(seed + k)``;
@@ -145,21 +144,22 @@ class MaskedLMPolicy:
         return min(self.max_predictions_per_seq, max(1, int(round(num_tokens * self.masked_lm_prob))))
 
     def candidates(self, input_ids: Sequence[int]) -> list[list[int]]:
-        """Maskable positions, grouped by word when ``whole_word_mask`` (a group never spans a special token)."""
+        """Maskable positions (all but [CLS]/[SEP]), grouped by word when ``whole_word_mask``.
+
+        As in Google's code, a "##" piece joins the group before it even across a [SEP]: when truncation from the
+        front leaves segment B starting with a "##" piece, that piece is masked together with A's last word.
+        """
+        specials = self.special_token_ids
         if not self.whole_word_mask:
-            specials = self.special_token_ids
             return [[i] for i, tok in enumerate(input_ids) if tok not in specials]
         groups: list[list[int]] = []
-        after_special = True
         for i, tok in enumerate(input_ids):
-            if tok in self.special_token_ids:
-                after_special = True
+            if tok in specials:
                 continue
-            if not after_special and self.continuation[tok]:
+            if groups and self.continuation[tok]:
                 groups[-1].append(i)
             else:
                 groups.append([i])
-            after_special = False
         return groups
 
     def __call__(self, input_ids: Sequence[int], rng: random.Random) -> tuple[list[int], list[int], list[int]]:

@@ -125,12 +125,16 @@ def test_golden_instances_whole_word(tok, small_docs):
     inst = create_training_instances(small_docs, tok, max_seq_length=24, dupe_factor=1, whole_word_mask=True)
     got = [_show(tok, x) for x in inst]
     assert len(got) == 6
-    assert got[1] == ("[CLS] photos ##yn ##thesis converts light into chemical energy . plants [MASK] water . [SEP] "
-                      "leaves are green . [SEP]", 0, [10, 11, 16], ["plants", "need", "are"])
-    # a random next sentence, truncated from the front ("paris" dropped) to fit max_num_tokens = 21
-    assert got[2] == ("[CLS] it [MASK] warm . [SEP] is the capital of france . it lies [MASK] the seine [MASK] millions "
-                      "[MASK] every year . [SEP]", 1, [2, 14, 17, 19], ["was", "on", ".", "visit"])
-    assert inst[2].token_type_ids == [0] * 6 + [1] * 18
+    assert got[:3] == [
+        # "plants" and "are" were chosen but left unchanged (the 10% case), "need" became [MASK]
+        ("[CLS] photos ##yn ##thesis converts light into chemical energy . plants [MASK] water . [SEP] "
+         "leaves are green . [SEP]", 0, [10, 11, 16], ["plants", "need", "are"]),
+        # a random next segment (from another document)
+        ("[CLS] millions visit every year . [SEP] birds [MASK] [MASK] . [SEP]", 1, [8, 9], ["sang", "outside"]),
+        ("[CLS] it was warm . [SEP] the dog barked [MASK] . [MASK] sang outside . [SEP]", 0, [9, 11],
+         ["loudly", "birds"]),
+    ]
+    assert inst[1].token_type_ids == [0] * 7 + [1] * 5
 
 
 # ------------------------------------------------------------------------------------------ structure
