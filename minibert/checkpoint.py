@@ -19,6 +19,7 @@ Head weights the checkpoint lacks (the pooler, ``cls.*``, ``classifier``, ``qa_o
 fresh initialisation and are listed in ``model.loading_info["initialized"]`` (and logged), which is how a
 pre-trained encoder becomes a fine-tuning model. Head weights the model has no place for (for example the
 MLM head when loading into a plain ``BertModel``) are ignored and listed in ``loading_info["ignored"]``.
+Both lists use the model's key names (after the renamings above).
 """
 from __future__ import annotations
 

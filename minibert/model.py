@@ -19,6 +19,10 @@ embeddings, segment embeddings, tanh pooler on [CLS]) with Hugging Face's module
   Face uses a plain normal.
 * ``BertForPreTraining`` also returns ``mlm_loss`` and ``nsp_loss``, and gives a loss when only one of the
   two label sets is passed (Hugging Face gives none unless both are).
+* ``BertForPreTraining``/``BertForMaskedLM`` take ``masked_lm_positions`` (B, P): Google's sparse MLM head,
+  which computes vocabulary logits only at the masked positions (``gather_indexes`` in run_pretraining.py).
+* Outputs are always dataclasses (``return_dict`` is accepted and ignored); ``out[0]`` and ``out["loss"]``
+  work as in Hugging Face. No decoder / cross-attention / KV-cache machinery: BERT is an encoder.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import BertConfig
+from .config import ATTN_IMPLEMENTATIONS, BertConfig
 from .heads import ACT2FN, BertOnlyMLMHead, BertPreTrainingHeads, gather_positions
 
 __all__ = [
@@ -439,8 +443,9 @@ class BertPreTrainedModel(nn.Module):
 
     def set_attn_implementation(self, impl: str) -> "BertPreTrainedModel":
         """Switch every attention layer to "sdpa" or "eager" (explicit) in place; updates the config."""
+        if impl not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation={impl!r} is not supported; choose one of {ATTN_IMPLEMENTATIONS}")
         self.config.attn_implementation = impl
-        self.config.validate()
         for module in self.modules():
             if isinstance(module, BertSelfAttention):
                 module.attn_implementation = impl
@@ -470,16 +475,30 @@ class BertPreTrainedModel(nn.Module):
         save_pretrained(self, directory)
 
 
-def _check_ids(input_ids, inputs_embeds, dims: int = 2) -> None:
+def _check_ids(input_ids, inputs_embeds, dims: int = 2, config: BertConfig | None = None,
+               token_type_ids=None) -> None:
+    """Clear errors for the usual input mistakes. Id ranges are checked for CPU tensors only (on a GPU
+    that check would stall the device; an out-of-range id there fails inside the embedding kernel)."""
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids or inputs_embeds")
-    if input_ids is not None:
-        if not isinstance(input_ids, torch.Tensor):
-            raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
-        if input_ids.dim() != dims:
-            raise ValueError(f"input_ids must have {dims} dimensions, got shape {tuple(input_ids.shape)}")
-        if input_ids.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
+    if input_ids is None:
+        return
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+    if input_ids.dim() != dims:
+        raise ValueError(f"input_ids must have {dims} dimensions, got shape {tuple(input_ids.shape)}")
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
+    if config is not None and input_ids.device.type == "cpu" and input_ids.numel():
+        low, high = input_ids.min().item(), input_ids.max().item()
+        if low < 0 or high >= config.vocab_size:
+            raise ValueError(f"input_ids must be in [0, vocab_size={config.vocab_size}), got values in "
+                             f"[{low}, {high}]: do the tokenizer's vocabulary and the model's config agree?")
+        if token_type_ids is not None and token_type_ids.numel():
+            low, high = token_type_ids.min().item(), token_type_ids.max().item()
+            if low < 0 or high >= config.type_vocab_size:
+                raise ValueError(f"token_type_ids must be in [0, type_vocab_size={config.type_vocab_size}), "
+                                 f"got values in [{low}, {high}]")
 
 
 # ======================================================================================= models
@@ -499,7 +518,7 @@ class BertModel(BertPreTrainedModel):
                 inputs_embeds: torch.Tensor | None = None, output_attentions: bool = False,
                 output_hidden_states: bool = False, return_dict: bool = True) -> BaseModelOutputWithPooling:
         """input_ids (B, S); attention_mask (B, S) 1 = token, 0 = padding; token_type_ids (B, S) 0/1."""
-        _check_ids(input_ids, inputs_embeds)
+        _check_ids(input_ids, inputs_embeds, config=self.config, token_type_ids=token_type_ids)
         shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:2])
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is not None and tuple(t.shape[:2]) != shape:
@@ -689,7 +708,8 @@ class BertForMultipleChoice(BertPreTrainedModel):
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
                 return_dict=True) -> MultipleChoiceModelOutput:
         """input_ids, attention_mask, token_type_ids: (B, C, S); labels (B,) index of the right choice."""
-        _check_ids(input_ids, inputs_embeds, dims=3) if inputs_embeds is None else None
+        if inputs_embeds is None:
+            _check_ids(input_ids, inputs_embeds, dims=3)
         num_choices = input_ids.shape[1] if input_ids is not None else inputs_embeds.shape[1]
 
         def flat(t):  # (B, C, S, ...) -> (B * C, S, ...)

@@ -304,6 +304,13 @@ def test_sdpa_path_equals_explicit_path_forward_and_backward():
     assert torch.allclose(out.attentions[0].sum(-1), torch.ones(B, 2, S))
     assert torch.all(out.attentions[0][1, :, :, 6:] == 0)   # padded keys get exactly zero weight
     assert fused.bert(**batch()).attentions is None
+    # switching an existing model's kernel in place gives the explicit path's numbers
+    with torch.no_grad():
+        switched = fused.set_attn_implementation("eager")(**inputs).prediction_logits
+    assert fused.config.attn_implementation == "eager"
+    assert torch.equal(switched, explicit(**inputs).prediction_logits.detach())
+    with pytest.raises(ValueError, match="attn_implementation='flash' is not supported"):
+        fused.set_attn_implementation("flash")
     assert out.attentions[0][0].max() > 0.5         # some query attends mostly to one key
 
 
@@ -440,6 +447,12 @@ def test_bad_inputs_raise_clear_errors():
         model(torch.ones(2, 9, dtype=torch.long), attention_mask=torch.ones(2, 8))
     with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
         model()
+    with pytest.raises(ValueError, match=r"input_ids must be in \[0, vocab_size=97\), got values in \[0, 30000\]"):
+        model(torch.tensor([[0, 30000]]))
+    with pytest.raises(ValueError, match=r"token_type_ids must be in \[0, type_vocab_size=2\)"):
+        model(torch.tensor([[1, 2]]), token_type_ids=torch.tensor([[0, 2]]))
+    with pytest.raises(ValueError, match="input_ids must have 3 dimensions"):
+        BertForMultipleChoice(tiny())(torch.ones(2, 9, dtype=torch.long))
     mlm = BertForMaskedLM(tiny())
     with pytest.raises(ValueError, match=r"labels have shape \(3, 2\) but masked_lm_positions gives \(3, 3\)"):
         mlm(**batch(), labels=torch.zeros(3, 2, dtype=torch.long), masked_lm_positions=torch.zeros(3, 3, dtype=torch.long))
