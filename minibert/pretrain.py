@@ -30,6 +30,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -234,25 +235,34 @@ def tiny_config(out_dir: str | os.PathLike = TINY_CHECKPOINT, steps: int = TINY_
 
 def pretrain_tiny(out_dir: str | os.PathLike = TINY_CHECKPOINT, *, steps: int = TINY_STEPS,
                   overwrite: bool = False) -> Path:
-    """Train Chapter 7's tiny BERT into ``out_dir`` (unless a finished one is there) and return ``out_dir``.
+    """Train Chapter 7's tiny BERT into ``out_dir`` (unless it is there already) and return ``out_dir``.
+
+    A finished run leaves ``pretrain_config.json``; a folder whose recipe differs from today's (an older
+    version of the book, other ``steps``) is trained again. Training is deterministic (seeded, one thread),
+    so a model found there is the model a new run would produce.
 
     ``out_dir`` defaults to ``checkpoints/ch07_tiny`` at the root of the checkout (:data:`TINY_CHECKPOINT`).
 
-    The fine-tuning chapter calls this to get the pre-trained model whether or not Chapter 7 ran first;
-    Chapter 7 calls it with ``overwrite=True``. The folder holds config.json, model.safetensors (a
+    The fine-tuning chapter calls this to get the pre-trained model whether or not Chapter 7 ran first, and
+    so does Chapter 7. The folder holds config.json, model.safetensors (a
     ``BertForPreTraining``), vocab.txt, metrics.jsonl and eval.json.
     """
     out = Path(out_dir)
-    if not overwrite and (out / "model.safetensors").exists() and (out / "eval.json").exists():
-        return out
+    config = tiny_config(out, steps)
+    recipe = out / "pretrain_config.json"
+    wanted = json.dumps(dataclasses.asdict(config) | {"out": None}, sort_keys=True)
+    if (not overwrite and (out / "model.safetensors").exists() and (out / "eval.json").exists()
+            and recipe.exists() and recipe.read_text() == wanted):
+        return out                                        # trained before, with the same recipe
     # One thread: the tiny model's matmuls gain little from more, and floating-point sums then come out
     # the same on every machine, whatever its number of cores.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        pretrain(tiny_config(out, steps))
+        pretrain(config)
     finally:
         torch.set_num_threads(threads)
+    recipe.write_text(wanted)
     return out
 
 
