@@ -103,7 +103,7 @@ def test_legacy_gamma_beta_names_buffers_and_pytorch_bin(tmp_path):
         assert torch.equal(ref(**inputs()).logits, loaded(**inputs()).logits)
 
 
-def test_encoder_checkpoint_into_every_head(tmp_path):
+def test_encoder_checkpoint_into_every_head(tmp_path, caplog):
     """A bare BertModel checkpoint (keys without "bert.") loads into task models; heads stay at init."""
     torch.manual_seed(0)
     encoder = perturbed(BertModel(tiny()))
@@ -121,7 +121,10 @@ def test_encoder_checkpoint_into_every_head(tmp_path):
         BertForQuestionAnswering: {"qa_outputs.weight", "qa_outputs.bias"},
     }
     for cls, new in expected_new.items():
-        model = cls.from_pretrained(tmp_path, num_labels=2)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="minibert"):
+            model = cls.from_pretrained(tmp_path, num_labels=2)
+        assert f"{cls.__name__}: weights not in the checkpoint, left at their initialisation" in caplog.text
         assert set(model.loading_info["initialized"]) == new, cls.__name__
         has_pooler = cls in (BertForPreTraining, BertForSequenceClassification)
         assert set(model.loading_info["ignored"]) == (set() if has_pooler else {"bert.pooler.dense.weight",
