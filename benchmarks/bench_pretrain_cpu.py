@@ -45,6 +45,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (each: a few steps of every variant)")
     parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -101,6 +102,18 @@ def main(argv=None):
     for name, rate in median.items():
         print(f"  {name:16s} {rate:8.0f} tokens/s   ({tokens / rate * 1000:6.0f} ms/step)  "
               f"x{rate / median['hf']:.2f} vs transformers")
+    if args.out:
+        import json
+        import platform
+        import sys
+        from pathlib import Path
+        report = {"command": "python benchmarks/bench_pretrain_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                  "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
+                  "torch": torch.__version__, "transformers": transformers.__version__,
+                  "batch_size": args.batch_size, "seq_len": args.seq_len, "predictions": args.predictions,
+                  "tokens_per_s": median, "ratio_vs_transformers": {k: v / median["hf"] for k, v in median.items()}}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return median
 
 
