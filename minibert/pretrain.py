@@ -196,20 +196,12 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 3) -> list[list[str]]:
     """The ``top_k`` tokens the MLM head predicts for each [MASK] of ``text`` (a sentence or "A [SEP] B")."""
     if "[MASK]" not in text:
         raise ValueError(f"text has no [MASK] token: {text!r}")
-    # Tokenize around the literal "[MASK]"s (the tokenizer would split "[MASK]" into "[", "mask", "]").
-    ids, types = [tokenizer.cls_token_id], [0]
-    for segment, part in enumerate(text.split("[SEP]")[:2]):
-        pieces = part.split("[MASK]")
-        for k, piece in enumerate(pieces):
-            ids += tokenizer.convert_tokens_to_ids(tokenizer.tokenize(piece))
-            if k < len(pieces) - 1:
-                ids.append(tokenizer.mask_token_id)
-        ids.append(tokenizer.sep_token_id)
-        types += [segment] * (len(ids) - len(types))
-    input_ids = torch.tensor([ids])                                      # (1, S)
+    parts = text.split("[SEP]")[:2]                                      # "A" or "A [SEP] B"
+    enc = tokenizer(*parts, return_tensors="pt")                          # [MASK] stays one token
+    input_ids, types = enc["input_ids"], enc["token_type_ids"]            # (1, S)
     was_training = model.training
     model.eval()
-    logits = model(input_ids=input_ids, token_type_ids=torch.tensor([types]),
+    logits = model(input_ids=input_ids, token_type_ids=types,
                    attention_mask=torch.ones_like(input_ids)).prediction_logits[0]   # (S, V)
     model.train(was_training)
     masked = (input_ids[0] == tokenizer.mask_token_id).nonzero().flatten().tolist()

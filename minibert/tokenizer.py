@@ -26,6 +26,8 @@ Where Google's tokenization.py and Hugging Face's (Rust) tokenizer disagree, min
 because BERT checkpoints are used with it today and the book's tests check parity with it:
 
 * ``max_input_chars_per_word``: Google 200, Hugging Face 100; a parameter, default 100.
+* Special tokens written in the text (``"the [MASK] sat"``) stay whole, as in HF; Google's tokenizer splits
+  them into ``[``, ``mask``, ``]``. Matching is exact and case-sensitive (``[mask]`` is split).
 * Unassigned code points (category Cn): Google drops them as control characters; HF keeps them.
 * U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR: Google keeps them as word characters; HF treats
   them as whitespace (Rust's ``char::is_whitespace``).
@@ -316,6 +318,10 @@ class BertTokenizer:
             setattr(self, name + "_id", vocab[tok])
         self.all_special_tokens = list(specials.values())
         self.all_special_ids = [vocab[t] for t in self.all_special_tokens]
+        # Special tokens written in the text ("the [MASK] sat") stay whole, as in Hugging Face: they are
+        # cut out before cleaning and splitting (Google's tokenizer would split them into "[", "mask", "]").
+        self._special_re = re.compile("|".join(re.escape(t) for t in sorted(set(self.all_special_tokens),
+                                                                           key=len, reverse=True)))
         self.basic_tokenizer = BasicTokenizer(do_lower_case, tokenize_chinese_chars)
         self.wordpiece_tokenizer = WordpieceTokenizer(vocab, unk_token, max_input_chars_per_word)
         self._backend = None
@@ -378,7 +384,7 @@ class BertTokenizer:
     def backend_tokenizer(self):
         """A ``tokenizers.Tokenizer`` configured like this one (BertNormalizer, BertPreTokenizer, WordPiece)."""
         if self._backend is None:
-            from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+            from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
             tk = Tokenizer(models.WordPiece(vocab=dict(self.vocab), unk_token=self.unk_token,
                                             max_input_chars_per_word=self.max_input_chars_per_word))
@@ -386,6 +392,7 @@ class BertTokenizer:
                 clean_text=True, handle_chinese_chars=self.tokenize_chinese_chars,
                 strip_accents=self.do_lower_case, lowercase=self.do_lower_case)
             tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+            tk.add_special_tokens([AddedToken(t, normalized=False) for t in self.all_special_tokens])
             tk.decoder = decoders.WordPiece(prefix="##", cleanup=True)
             cls_, sep = self.cls_token, self.sep_token
             tk.post_processor = processors.TemplateProcessing(
@@ -395,17 +402,38 @@ class BertTokenizer:
         return self._backend
 
     # -- text -> pieces --------------------------------------------------------------------------------
+    def _chunks(self, text: str):
+        """``text`` cut around special tokens: (chunk, start, is_special) in order."""
+        pos = 0
+        for m in self._special_re.finditer(text):
+            if m.start() > pos:
+                yield text[pos:m.start()], pos, False
+            yield m.group(), m.start(), True
+            pos = m.end()
+        if pos < len(text):
+            yield text[pos:], pos, False
+
+    def _pieces(self, text: str):
+        """(piece, start, end) for every word piece of ``text``, offsets into ``text``, in pure Python."""
+        split_word = self.wordpiece_tokenizer.split_word
+        for chunk, base, special in self._chunks(text):
+            if special:
+                yield chunk, base, base + len(chunk)
+                continue
+            for word, start, positions in self.basic_tokenizer.split(chunk):
+                for piece, s, e in split_word(word):
+                    if positions is None:
+                        yield piece, base + start + s, base + start + e
+                    else:
+                        yield piece, base + positions[s], base + positions[e - 1] + 1
+
     def _encode_python(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids and (start, end) character offsets into ``text`` of its pieces, in pure Python."""
         ids, offs = [], []
-        vocab, split_word = self.vocab, self.wordpiece_tokenizer.split_word
-        for word, start, positions in self.basic_tokenizer.split(text):
-            for piece, s, e in split_word(word):
-                ids.append(vocab[piece])
-                if positions is None:
-                    offs.append((start + s, start + e))
-                else:
-                    offs.append((positions[s], positions[e - 1] + 1))
+        vocab = self.vocab
+        for piece, s, e in self._pieces(text):
+            ids.append(vocab[piece])
+            offs.append((s, e))
         return ids, offs
 
     def _encode_many(self, texts: list[str], use_fast: bool) -> list[tuple[list, list]]:
@@ -417,7 +445,7 @@ class BertTokenizer:
     def tokenize(self, text: str) -> list[str]:
         """The word pieces of ``text`` (no special tokens)."""
         text = _check_text(text, "text")
-        return [p for w, _, _ in self.basic_tokenizer.split(text) for p, _, _ in self.wordpiece_tokenizer.split_word(w)]
+        return [piece for piece, _, _ in self._pieces(text)]
 
     # -- ids and tokens --------------------------------------------------------------------------------
     @property

@@ -442,3 +442,21 @@ def test_training_bad_input():
         train_wordpiece(TOY, vocab_size=5)
     with pytest.raises(ValueError, match="score must be"):
         train_wordpiece(TOY, score="bpe")
+
+
+def test_special_tokens_in_text_stay_whole_as_in_hugging_face():
+    # Google's tokenizer splits "[MASK]" into "[", "mask", "]"; minibert follows HF and keeps it whole
+    # (fill-mask prompts need it), on both paths, with the token's own span as its offset.
+    from transformers import AutoTokenizer
+
+    from minibert import BertTokenizer, pretrained_path, vocab_path
+    tok = BertTokenizer.from_pretrained(vocab_path())
+    hf = AutoTokenizer.from_pretrained(str(pretrained_path()))
+    text = "Paris is the [MASK] of France.[SEP]but [mask] is lower case"
+    assert tok.tokenize(text)[3] == "[MASK]"
+    want = hf(text, return_offsets_mapping=True)
+    for fast in (False, True):
+        got = tok([text], return_offsets_mapping=True, use_fast=fast)
+        assert got["input_ids"][0] == want["input_ids"]
+        assert [tuple(o) for o in got["offset_mapping"][0]] == [tuple(o) for o in want["offset_mapping"]]
+    assert tok.tokenize("[mask]") == ["[", "mask", "]"]
