@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import BertConfig, atomic_write_text
+from .atomic import atomic_path, atomic_write_text
+from .config import BertConfig
 
 logger = logging.getLogger("minibert")
 
@@ -193,15 +193,8 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Non
     directory.mkdir(parents=True, exist_ok=True)
     aliases = tied_aliases(model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in aliases}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{SAFETENSORS_NAME}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-        os.replace(tmp, directory / SAFETENSORS_NAME)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(directory / SAFETENSORS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     values = model.config.to_dict()
     values["architectures"] = [type(model).__name__]
     atomic_write_text(directory / "config.json", json.dumps(values, indent=2, sort_keys=True) + "\n")

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from .atomic import atomic_path
 
 # Parameters whose name contains one of these get no weight decay (Google's optimization.py).
 NO_DECAY = ("LayerNorm", "layer_norm", "bias")
@@ -360,19 +361,8 @@ def flops_per_token(config, seq_len: int, predictions_per_seq: int | None = None
 # --------------------------------------------------------------------------------------- checkpoints
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 # --------------------------------------------------------------------------------------- trainer

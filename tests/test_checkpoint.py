@@ -201,3 +201,16 @@ def test_missing_files_raise(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         BertModel.from_pretrained(tmp_path)
+
+
+def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    from minibert.atomic import atomic_path, atomic_write_text
+
+    target = tmp_path / "sub" / "config.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["config.json"]   # no temporary left behind
