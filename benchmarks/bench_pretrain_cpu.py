@@ -22,19 +22,7 @@ import time
 
 import torch
 
-
-def make_batch(batch_size: int, seq_len: int, predictions: int, vocab: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, vocab, (batch_size, seq_len), generator=g)
-    positions = torch.stack([torch.randperm(seq_len - 2, generator=g)[:predictions] + 1 for _ in range(batch_size)])
-    sparse_labels = torch.gather(ids, 1, positions)                        # (B, P)
-    ids = ids.scatter(1, positions, 103)                                    # [MASK]
-    dense_labels = torch.full_like(ids, -100).scatter(1, positions, sparse_labels)   # (B, S)
-    common = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-              "token_type_ids": (torch.arange(seq_len) >= seq_len // 2).long().expand(batch_size, -1).contiguous(),
-              "next_sentence_label": torch.randint(0, 2, (batch_size,), generator=g)}
-    return ({**common, "labels": dense_labels},
-            {**common, "labels": sparse_labels, "masked_lm_positions": positions})
+from bench_pretrain_gpu import make_batch   # the same synthetic batches as the GPU benchmark
 
 
 def main(argv=None):
@@ -65,7 +53,7 @@ def main(argv=None):
     ours_dense = BertForPreTraining(config)
     ours_dense.load_state_dict(ours.state_dict())
 
-    dense, sparse = make_batch(args.batch_size, args.seq_len, args.predictions, config.vocab_size)
+    dense, sparse = make_batch(args.batch_size, args.seq_len, args.predictions, config.vocab_size, "cpu")
     variants = {"hf": (theirs, dense), "minibert-dense": (ours_dense, dense), "minibert-sparse": (ours, sparse)}
     optimizers = {name: create_optimizer(model, lr=1e-4) for name, (model, _) in variants.items()}
 
