@@ -1,6 +1,8 @@
 """minibert.checkpoint: Hugging Face-format directories in both directions, legacy names, clear errors."""
 import json
 
+import os
+
 import pytest
 import torch
 import transformers
@@ -214,3 +216,6 @@ def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert sorted(p.name for p in target.parent.iterdir()) == ["config.json"]   # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask                      # not mkstemp's 0600
