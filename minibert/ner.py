@@ -116,8 +116,10 @@ def ner_metrics(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence
         if len(g) != len(p):
             raise ValueError(f"sequence {i}: {len(g)} gold tags but {len(p)} predicted")
     gold, pred = [list(g) for g in gold_tags], [list(p) for p in pred_tags]
-    return {"precision": float(precision_score(gold, pred)), "recall": float(recall_score(gold, pred)),
-            "f1": float(f1_score(gold, pred)), "accuracy": float(accuracy_score(gold, pred))}
+    # A model that predicts no entity has precision 0/0: count it as 0 (conlleval does), without a warning.
+    return {"precision": float(precision_score(gold, pred, zero_division=0)),
+            "recall": float(recall_score(gold, pred, zero_division=0)),
+            "f1": float(f1_score(gold, pred, zero_division=0)), "accuracy": float(accuracy_score(gold, pred))}
 
 
 def label_names(dataset, tag_column: str = "ner_tags") -> list[str]:
@@ -133,6 +135,8 @@ def label_names(dataset, tag_column: str = "ner_tags") -> list[str]:
 # ------------------------------------------------------------------------------------------ fine-tuning
 def evaluate_ner(model, features: Sequence[dict], dataset, names: Sequence[str], *, batch_size: int = 64,
                  device=None, tag_column: str = "ner_tags") -> dict:
+    """Entity-level scores (:func:`ner_metrics`) of ``model`` on encoded ``features`` of ``dataset``, whose tag
+    ids ``names`` turns into strings; each word is tagged at its first sub-token."""
     logits = predict(model, make_loader(features, batch_size, shuffle=False), device=device)  # (N, S, K)
     pred = word_predictions(logits, features)
     gold = [[names[t] for t in tags] for tags in dataset[tag_column]]

@@ -3,6 +3,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -216,6 +217,11 @@ def test_ner_metrics_golden():
     assert m["f1"] == pytest.approx(2 / 3) and m["accuracy"] == pytest.approx(5 / 6)
     # A boundary error makes the whole entity wrong (entity-level scoring).
     assert ner_metrics([["B-PER", "I-PER"]], [["B-PER", "O"]])["f1"] == 0.0
+    # No entity predicted: precision is 0/0, scored 0 without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        none = ner_metrics([["B-PER", "O"]], [["O", "O"]])
+    assert (none["precision"], none["recall"], none["f1"], none["accuracy"]) == (0.0, 0.0, 0.0, 0.5)
     with pytest.raises(ValueError, match="2 gold tags but 1"):
         ner_metrics([["O", "O"]], [["O"]])
 
