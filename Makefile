@@ -31,6 +31,7 @@ JB_FLAGS := -W -n --keep-going --all
 
 .PHONY: book test setup render notebooks assets clean
 book: setup assets
+	$(BIN)/python scripts/check_assets.py assets/vendor
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
 
 test: setup
@@ -46,12 +47,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# The stamp is written last, once the folder is complete; `make clean` removes it, so the next
+# `make assets` fetches again. render and book check the folder before building (Sphinx would not warn).
 assets: assets/vendor/.done
-assets/vendor/.done: scripts/fetch_assets.sh
+assets/vendor/.done: scripts/fetch_assets.sh scripts/check_assets.py
 	bash scripts/fetch_assets.sh assets/vendor
 
 # Render the stored outputs without executing anything (fast; catches Sphinx warnings and bad links).
 render: setup assets
+	$(BIN)/python scripts/check_assets.py assets/vendor
 	sed 's/^\(  *execute_notebooks:\).*/\1 "off"/' _config.yml > _config.render.yml
 	$(BIN)/jupyter-book build . $(JB_FLAGS) --config _config.render.yml; rc=$$?; rm -f _config.render.yml; exit $$rc
 
@@ -65,4 +69,4 @@ notebooks: setup
 	done
 
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build .pytest_cache _config.render.yml assets/vendor/.done assets/vendor.partial

@@ -13,10 +13,11 @@ Two kinds of picture, for two kinds of reader:
 What minibert changes in bertviz's HTML, and why:
 
 1. bertviz's HTML starts with a ``<script>`` tag that loads require.js from a CDN and its JavaScript tells
-   require.js to fetch d3 and jQuery from the CDN too. The book loads all three itself (``_config.yml``,
-   ``assets/offline.js``), so the rendered book must not touch the network. We drop the unconditional
-   CDN tag and wrap bertviz's script so that it loads require.js from the CDN *only* when the page has no
-   require.js of its own (JupyterLab, VS Code); where one exists (the book, the classic notebook) it is used,
+   require.js to fetch d3 and jQuery from the CDN too. The book loads all three itself on the pages that
+   show bertviz (``page_js_files`` in ``_config.yml``, ``assets/offline.js``), so the rendered book must
+   not touch the network. We drop the unconditional CDN tag and wrap bertviz's script so that it loads
+   require.js from the CDN *only* when the page has no require.js of its own (JupyterLab, VS Code); where
+   one exists (the book's Chapter 3, the classic notebook) it is used,
    and modules the page has already defined (the book's ``d3`` and ``jquery``) are never fetched.
 2. Attention probabilities are rounded (``decimals``, 3 by default) before they are serialised: the HTML
    is several times smaller, and the stored notebook output does not depend on the last bits of float32
