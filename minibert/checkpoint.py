@@ -77,8 +77,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is not a PyTorch weights file that loads safely ({first})") from None
+        if "Unsupported global" not in str(exc) and "GLOBAL" not in str(exc):
+            raise CheckpointError(f"{path} is truncated or not a PyTorch weights file (unreadable pickle data)") from None
+        first = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
+                     "a Python object other than tensors")
+        raise CheckpointError(f"{path} holds Python objects, not only tensors, and is not loaded ({first})") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path} is truncated or not a PyTorch weights file ({first})") from None

@@ -828,7 +828,10 @@ def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Unsupported global" not in str(exc) and "GLOBAL" not in str(exc):
+            raise CheckpointLoadError(f"{path} is truncated or not a training checkpoint (unreadable pickle data)") from None
+        first = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
+                     "a Python object other than tensors, numbers and strings")
         raise CheckpointLoadError(
             f"{path} cannot be loaded safely (weights_only=True): it is not a minibert training checkpoint, "
             f"or holds Python objects other than tensors, numbers and strings ({first})") from None

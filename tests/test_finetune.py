@@ -332,8 +332,9 @@ def test_cli_end_to_end_sst2(tiny_checkpoint, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("task, key", [("squad", "f1"), ("conll2003", "f1"), ("stsb", "pearson")])
-def test_cli_end_to_end_other_tasks(tiny_checkpoint, task, key):
-    metrics = main(["--task", task, "--model", str(tiny_checkpoint), "--max-train-examples", "16",
+def test_cli_end_to_end_other_tasks(tiny_checkpoint, task, key, tmp_path):
+    metrics = main(["--task", task, "--model", str(tiny_checkpoint), "--out", str(tmp_path / task),
+                    "--max-train-examples", "16",
                     "--max-eval-examples", "8", "--epochs", "1", "--batch-size", "8", "--max-seq-length", "96",
                     "--doc-stride", "32"])
     assert metrics["task"] == task and key in metrics and np.isfinite(metrics[key])
