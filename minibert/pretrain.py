@@ -24,6 +24,14 @@ Examples::
         --steps 900000 --phase2-steps 100000 --lr 1e-4 --warmup 10000 --compile --out runs/base
     # several machines: the same on every node, with --nnodes=N --node-rank=i --rdzv-endpoint=host:port
 
+Safety: every flag is checked before any data is read (exit status 2, the message names the flag); a
+lock file makes a second run into the same ``--out`` fail at once; a run already in ``--out`` is replaced
+only with ``--overwrite``; ``--resume`` needs a checkpoint and refuses settings that differ from the
+checkpoint's, listing them (``--allow-config-change`` continues with the new ones; the model's shape never
+changes). Checkpoints are written every ``--checkpoint-minutes`` (default 10) or ``--checkpoint-every``
+steps, on Ctrl-C/SIGTERM (exit status 130/143) and on an error; a diverged run (NaN or infinite loss or
+gradient norm) stops with exit status 1 and writes no model.
+
 ``--batch-size`` is per process and micro-batch; the global batch is batch_size x grad_accum x processes
 (the paper's is 256 sequences).
 """
@@ -148,6 +156,10 @@ def validate(cfg: PretrainConfig) -> None:
         raise ValueError(f"--max-seq-length must be at least 8 ([CLS], two [SEP] and a few tokens), got {cfg.max_seq_length}")
     if not cfg.corpora:
         raise ValueError("--corpora needs at least one corpus name")
+    from .data import DATASETS
+    unknown = [name for name in cfg.corpora if name not in DATASETS]
+    if unknown:
+        raise ValueError(f"--corpora: unknown corpus name(s) {', '.join(unknown)}; known: {', '.join(LOCAL_CORPORA)}")
     check_device(cfg.device)
     # The position table: the preset's (or --init-from's) max_position_embeddings.
     if cfg.init_from is not None:
@@ -556,7 +568,7 @@ def main(argv=None) -> None:
     except TrainingInterrupted as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         raise SystemExit(128 + exc.signum) from None
-    except (RunError, CheckpointLoadError, CheckpointError, NonFiniteError) as exc:
+    except (RunError, CheckpointLoadError, CheckpointError, NonFiniteError, ValueError, OSError) as exc:
         notes = "".join(f"\n{note}" for note in getattr(exc, "__notes__", []))
         print(f"{PROG}: error: {exc}{notes}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -94,6 +94,7 @@ BASE = ["--max-documents", "8", "--dupe-factor", "1", "--batch-size", "8", "--wa
     (["--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
     (["--init-from", "no/such/folder"], "--init-from 'no/such/folder' is not a model folder (no config.json in it)"),
     (["--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
+    (["--corpora", "wikipedia_sumaries"], "--corpora: unknown corpus name(s) wikipedia_sumaries"),
 ])
 def test_every_flag_is_checked_before_any_data_is_read(flags, message, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain_module, "build_datasets", lambda *a, **k: pytest.fail("data was read"))
