@@ -7,10 +7,11 @@ which is flushed to disk and then renamed over the target with ``os.replace`` (a
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -42,3 +43,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` left beside ``names`` in ``directory``.
+
+    A process killed while writing (SIGKILL, power loss) leaves its ``.NAME.XXXXXXXX.tmp`` behind; the
+    target file itself is intact. Call this only while no other process writes into ``directory`` (a run
+    holds its folder's lock). Returns the paths removed.
+    """
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for name in names:
+        for tmp in directory.glob(f".{glob.escape(name)}.*.tmp"):
+            if tmp.is_file():
+                tmp.unlink()
+                removed.append(tmp)
+    return removed

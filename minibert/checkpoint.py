@@ -63,10 +63,28 @@ def find_weights_file(directory: str | os.PathLike) -> Path:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors or PyTorch .bin file, on the CPU."""
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): a save was cut short, or the disk was full")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        return load_file(str(path), device="cpu")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path), device="cpu")
+        except SafetensorError as exc:
+            raise CheckpointError(f"{path} is truncated or not a safetensors file ({exc})") from None
+    import pickle
+    import zipfile
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc) and "GLOBAL" not in str(exc):
+            raise CheckpointError(f"{path} is truncated or not a PyTorch weights file (unreadable pickle data)") from None
+        first = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
+                     "a Python object other than tensors")
+        raise CheckpointError(f"{path} holds Python objects, not only tensors, and is not loaded ({first})") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path} is truncated or not a PyTorch weights file ({first})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
     return state
@@ -171,7 +189,10 @@ def load_pretrained(cls, directory: str | os.PathLike, *, dtype: torch.dtype | N
     from .model import skip_init
     with skip_init():
         model = cls(config)
-    info = load_state_dict_into(model, state)
+    try:
+        info = load_state_dict_into(model, state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{weights} (with {directory / 'config.json'}): {exc}") from None
     model.init_parameters(info["initialized"])
     if dtype is not None:
         model = model.to(dtype)

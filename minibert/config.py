@@ -161,10 +161,18 @@ class BertConfig:
     def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
         """Read a config.json (Hugging Face or Google ``bert_config.json``)."""
         with open(path, encoding="utf-8") as f:
-            values = json.load(f)
+            text = f.read()
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            what = "is empty" if not text.strip() else f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            raise ValueError(f"{path} {what}") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> "BertConfig":

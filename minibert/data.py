@@ -116,6 +116,22 @@ def _with_features(ds, name: str, spec: DataSpec, root: Path | None):
     return ds
 
 
+def _first_bad_json_line(paths) -> str | None:
+    """'FILE, line N: ...' for the first line of the JSON-lines ``paths`` that is not a JSON object."""
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    return f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
+                if not isinstance(value, dict):
+                    return f"{path}, line {number}: expected a JSON object, got {type(value).__name__}"
+    return None
+
+
 def load_dataset(name: str, split: str | None = None, *, streaming: bool = False):
     """Load a named data set from the local mirror, or from the hub when no mirror is configured.
 
@@ -135,7 +151,13 @@ def load_dataset(name: str, split: str | None = None, *, streaming: bool = False
         files = _local_files(root, name, spec)
         if split is not None and split not in files:
             raise DataUnavailableError(f"split {split!r} of {name!r} is missing from {root}")
-        ds = datasets.load_dataset("json", data_files=files, split=split)
+        try:
+            ds = datasets.load_dataset("json", data_files=files, split=split)
+        except Exception as exc:                      # name the file and the line a parser error comes from
+            bad = _first_bad_json_line(files.values() if split is None else [files[split]])
+            if bad is None:
+                raise
+            raise ValueError(bad) from exc
         if isinstance(ds, datasets.DatasetDict):
             return datasets.DatasetDict({k: _with_features(v, name, spec, root) for k, v in ds.items()})
         return _with_features(ds, name, spec, root)

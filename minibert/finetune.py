@@ -166,9 +166,15 @@ def fit(model: torch.nn.Module, train_loader, *, epochs: float = DEFAULT_EPOCHS,
     while step < total_steps:
         for batch in train_loader:
             loss = model(**_to(batch, device)).loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"fine-tuning diverged at step {step + 1}: the loss is {loss.item()} "
+                                         f"(learning rate {scheduler.get_last_lr()[0]:g}; is it too high?)")
             loss.backward()
             if max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                if not torch.isfinite(norm):
+                    raise FloatingPointError(f"fine-tuning diverged at step {step + 1}: the gradient norm "
+                                             f"is {norm.item()} (is the learning rate too high?)")
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -347,8 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-split", default="validation",
                         help="split to evaluate on (default validation; mrpc and conll2003 also have test)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    parser.add_argument("--out", default=None,
-                        help="directory for the fine-tuned model, its tokenizer and metrics.json")
+    parser.add_argument("--out", required=True,
+                        help="directory for the fine-tuned model, its tokenizer and metrics.json (refused when "
+                             "it already holds a model, unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     return parser
 
@@ -373,16 +381,54 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--warmup-proportion must be in [0, 1), got {args.warmup_proportion}")
     if args.doc_stride <= 0:
         raise ValueError(f"--doc-stride must be positive, got {args.doc_stride}")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2**32), got {args.seed}")
+    if not math.isfinite(args.lr) or not math.isfinite(args.weight_decay) or args.weight_decay < 0:
+        raise ValueError(f"--lr and --weight-decay must be finite (--weight-decay >= 0), got {args.lr}, "
+                         f"{args.weight_decay}")
+    from .pretrain import check_device
+    check_device(args.device)
     path = Path(args.model)
     if not path.is_dir():
         raise ValueError(f"--model {args.model!r} is not a directory (expected a checkpoint with config.json)")
     if not (path / "config.json").is_file():
         raise ValueError(f"--model {args.model!r} has no config.json")
+    out = getattr(args, "out", None)
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {args.out} is a file, not a folder")
+        existing = [n for n in OUT_FILES if (out / n).exists()]
+        if existing and not getattr(args, "overwrite", False):
+            raise ValueError(f"--out {args.out} already holds a model ({', '.join(existing)}); pass --overwrite "
+                             "to replace it, or choose another --out")
+        if out.resolve() == path.resolve():
+            raise ValueError("--out must differ from --model: the fine-tuned model would replace its starting point")
+
+
+OUT_FILES = ("model.safetensors", "config.json", "metrics.json", "vocab.txt")
+
+
+def check_vocab(args: argparse.Namespace) -> None:
+    """Raise ValueError unless the tokenizer has exactly the model's ``vocab_size`` entries.
+
+    A larger vocabulary gives ids past the embedding table; a smaller one is another tokenizer, whose ids
+    mean other words (the model would read every sentence wrongly, without an error).
+    """
+    from .config import BertConfig
+
+    config = BertConfig.from_pretrained(args.model)
+    tokenizer = load_tokenizer(args.model, args.tokenizer)
+    if tokenizer.vocab_size != config.vocab_size:
+        source = f"--tokenizer {args.tokenizer}" if args.tokenizer else "the tokenizer found for --model"
+        raise ValueError(f"{source} has {tokenizer.vocab_size} entries but the model ({args.model}/config.json) "
+                         f"has vocab_size {config.vocab_size}; use the model's own vocab.txt")
 
 
 def run(args: argparse.Namespace) -> dict:
     """Fine-tune and evaluate as the parsed command line says; return the metrics."""
     check_args(args)
+    check_vocab(args)
     info = TASKS[args.task]
     if args.max_seq_length is None:
         args.max_seq_length = info.max_seq_length
@@ -394,12 +440,18 @@ def run(args: argparse.Namespace) -> dict:
     else:
         from .ner import run_ner as runner
     model, tokenizer, metrics = runner(args, device=device, log=print)
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    numbers = [v for v in metrics.values() if isinstance(v, float)]
+    if bad or not all(math.isfinite(v) for v in numbers):
+        raise FloatingPointError(f"fine-tuning diverged ({len(bad)} non-finite weight(s), metrics {metrics}); "
+                                 f"nothing written to {args.out}. Try a smaller --lr")
     if args.out:
+        from .atomic import atomic_write_text
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics))
     return metrics
 
@@ -409,9 +461,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     try:
         check_args(args)
+        check_vocab(args)
     except ValueError as exc:
         parser.error(str(exc))
-    return run(args)
+    try:
+        return run(args)
+    except FloatingPointError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,8 @@ accuracy for MRPC, the Pearson and Spearman correlations for STS-B.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -93,6 +95,13 @@ def encode_glue(task: str, dataset, tokenizer, max_seq_length: int = 128) -> lis
     texts = [dataset[c] for c in spec.text_columns]
     enc = tokenizer(*texts, truncation=True, max_length=max_seq_length)
     labels = dataset["label"]
+    where = f"{task} {getattr(dataset, 'split', None) or 'data'}"
+    for i, label in enumerate(labels):                # checked before any training: name the row
+        if spec.is_regression:
+            if not isinstance(label, (int, float)) or not math.isfinite(label):
+                raise ValueError(f"{where} row {i}: label {label!r} is not a finite number")
+        elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < spec.num_labels:
+            raise ValueError(f"{where} row {i}: label {label!r} is not a class id in 0..{spec.num_labels - 1}")
     features = []
     for i, label in enumerate(labels):
         features.append({"input_ids": list(enc["input_ids"][i]),

@@ -179,6 +179,9 @@ class BertEmbeddings(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)            # (B, S, H)
         batch, seq_len = inputs_embeds.shape[:2]
+        if seq_len == 0:
+            raise ValueError(f"the input has no tokens (shape {tuple(inputs_embeds.shape[:2])}); "
+                             "a sequence needs at least one token, e.g. [CLS]")
         if seq_len > self.max_position_embeddings:
             raise ValueError(
                 f"input sequence length {seq_len} exceeds max_position_embeddings "
@@ -187,6 +190,10 @@ class BertEmbeddings(nn.Module):
         device = inputs_embeds.device
         if position_ids is None:
             position_ids = torch.arange(seq_len, device=device).unsqueeze(0)   # (1, S)
+        elif position_ids.numel() and not 0 <= int(position_ids.min()) <= int(position_ids.max()) < self.max_position_embeddings:
+            raise ValueError(f"position_ids must be in [0, {self.max_position_embeddings}) "
+                             f"(max_position_embeddings), got values from {int(position_ids.min())} "
+                             f"to {int(position_ids.max())}")
         if token_type_ids is None:
             token_type_ids = torch.zeros(batch, seq_len, dtype=torch.long, device=device)  # (B, S)
         embeddings = (inputs_embeds

@@ -83,6 +83,13 @@ def encode_ner(dataset, tokenizer, max_seq_length: int = 128, tag_column: str = 
             raise ValueError(f"NER data need a {column!r} column; got {dataset.column_names}")
     cache: dict = {}
     features = []
+    names = getattr(getattr(dataset, "features", {}).get(tag_column, None), "feature", None)
+    n_tags = getattr(names, "num_classes", None)
+    for row, tags in enumerate(dataset[tag_column]):  # checked before any training: name the row
+        bad = [t for t in tags if not isinstance(t, int) or t < 0 or (n_tags is not None and t >= n_tags)]
+        if bad:
+            raise ValueError(f"NER data row {row}: tag(s) {bad[:3]} are not class ids"
+                             + (f" in 0..{n_tags - 1}" if n_tags is not None else ""))
     for words, tags in zip(dataset["tokens"], dataset[tag_column]):
         ids, word_ids = tokenize_words(words, tokenizer, max_seq_length, cache)
         features.append({"input_ids": ids, "token_type_ids": [0] * len(ids), "attention_mask": [1] * len(ids),

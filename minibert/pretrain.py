@@ -24,21 +24,35 @@ Examples::
         --steps 900000 --phase2-steps 100000 --lr 1e-4 --warmup 10000 --compile --out runs/base
     # several machines: the same on every node, with --nnodes=N --node-rank=i --rdzv-endpoint=host:port
 
+Safety: every flag is checked before any data is read (exit status 2, the message names the flag); a
+lock file makes a second run into the same ``--out`` fail at once; a run already in ``--out`` is replaced
+only with ``--overwrite``; ``--resume`` needs a checkpoint and refuses settings that differ from the
+checkpoint's, listing them (``--allow-config-change`` continues with the new ones; the model's shape never
+changes). Checkpoints are written every ``--checkpoint-minutes`` (default 10) or ``--checkpoint-every``
+steps, on Ctrl-C/SIGTERM (exit status 130/143) and on an error; a diverged run (NaN or infinite loss or
+gradient norm) stops with exit status 1 and writes no model.
+
 ``--batch-size`` is per process and micro-batch; the global batch is batch_size x grad_accum x processes
 (the paper's is 256 sequences).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .train import Batches, TrainConfig, Trainer, cleanup_distributed, evaluate, set_seed, setup_distributed
+from .atomic import atomic_write_text, remove_stale_temporaries
+from .train import (Batches, CheckpointLoadError, NonFiniteError, TrainConfig, Trainer, TrainingInterrupted,
+                    cleanup_distributed, evaluate, read_checkpoint, set_seed, setup_distributed)
 
 LOCAL_CORPORA = ("wikipedia_summaries", "books")
 
@@ -70,10 +84,198 @@ class PretrainConfig:
     compile: bool = False
     device: str | None = None
     log_every: int = 10
-    checkpoint_every: int = 0
+    checkpoint_every: int = 0             # steps between checkpoints (0: by time only)
+    checkpoint_minutes: float = 10.0      # minutes between checkpoints (0: by steps only)
     eval_batches: int = 20
     dropout: float | None = None          # override hidden and attention dropout (default: the config's 0.1)
     config_overrides: dict = field(default_factory=dict)
+    overwrite: bool = False               # replace a run already in ``out``
+    allow_changes: bool = False           # --resume with settings that differ from the checkpoint's
+
+
+# Fields that do not change what a run computes: they may differ between a run and its resume.
+BOOKKEEPING = ("out", "resume", "overwrite", "allow_changes", "compile", "device", "log_every",
+               "checkpoint_every", "checkpoint_minutes", "eval_batches")
+# Fields that fix the model's shape: a resume can never change them.
+MODEL_FIELDS = ("config", "config_overrides")
+# What a run leaves in its folder; one of them there means the folder holds a run.
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "model.safetensors", "config.json", "eval.json", "vocab.txt",
+             "tokenizer_config.json", "tokenizer.json", "pretrain_config.json")
+LOCK_NAME = ".minibert.lock"
+
+
+class RunError(RuntimeError):
+    """The output folder cannot take this run: in use, holding another run, or no checkpoint to resume."""
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a PretrainConfig field: ``warmup`` -> ``--warmup``."""
+    return "--" + name.replace("_", "-")
+
+
+def validate(cfg: PretrainConfig) -> None:
+    """Raise ValueError naming the flag of the first setting that cannot work; reads no data.
+
+    Checks every number's range, the relations between flags (``--warmup`` <= ``--steps``, sequence
+    lengths within the model's position table, ...), ``--device``, ``--init-from`` and ``--out``.
+    """
+    from .config import PRESETS, BertConfig
+
+    def positive_int(name, value, minimum=1):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{flag(name)} must be an integer >= {minimum}, got {value!r}")
+
+    for name in ("steps", "batch_size", "grad_accum", "max_seq_length", "max_predictions_per_seq",
+                 "dupe_factor", "log_every", "eval_batches"):
+        positive_int(name, getattr(cfg, name))
+    positive_int("eval_every_nth", cfg.eval_every_nth, 2)          # 1 would hold out every document
+    positive_int("checkpoint_every", cfg.checkpoint_every, 0)
+    positive_int("phase2_steps", cfg.phase2_steps, 0)
+    for name in ("max_documents", "phase2_batch_size"):
+        if getattr(cfg, name) is not None:
+            positive_int(name, getattr(cfg, name))
+    if cfg.phase2_steps >= cfg.steps:
+        raise ValueError(f"--phase2-steps {cfg.phase2_steps} must be smaller than --steps {cfg.steps}")
+    positive_int("warmup", cfg.warmup, 0)
+    if cfg.warmup > cfg.steps:
+        raise ValueError(f"--warmup {cfg.warmup} is larger than --steps {cfg.steps}")
+    if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**63):
+        raise ValueError(f"--seed must be an integer in [0, 2**63), got {cfg.seed!r}")
+    if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ValueError(f"--lr must be a positive finite number, got {cfg.lr!r}")
+    if not (isinstance(cfg.weight_decay, (int, float)) and math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        raise ValueError(f"--weight-decay must be a finite number >= 0, got {cfg.weight_decay!r}")
+    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {cfg.dropout!r}")
+    if not (math.isfinite(cfg.checkpoint_minutes) and cfg.checkpoint_minutes >= 0):
+        raise ValueError(f"--checkpoint-minutes must be a finite number >= 0, got {cfg.checkpoint_minutes!r}")
+    if cfg.max_predictions_per_seq >= cfg.max_seq_length:
+        raise ValueError(f"--max-predictions-per-seq {cfg.max_predictions_per_seq} must be smaller than "
+                         f"--max-seq-length {cfg.max_seq_length}")
+    if cfg.max_seq_length < 8:
+        raise ValueError(f"--max-seq-length must be at least 8 ([CLS], two [SEP] and a few tokens), got {cfg.max_seq_length}")
+    if not cfg.corpora:
+        raise ValueError("--corpora needs at least one corpus name")
+    from .data import DATASETS
+    unknown = [name for name in cfg.corpora if name not in DATASETS]
+    if unknown:
+        raise ValueError(f"--corpora: unknown corpus name(s) {', '.join(unknown)}; known: {', '.join(LOCAL_CORPORA)}")
+    check_device(cfg.device)
+    # The position table: the preset's (or --init-from's) max_position_embeddings.
+    if cfg.init_from is not None:
+        source = Path(cfg.init_from)
+        if not (source / "config.json").is_file():
+            raise ValueError(f"--init-from {cfg.init_from!r} is not a model folder (no config.json in it)")
+        positions = BertConfig.from_pretrained(source).max_position_embeddings
+        where = f"--init-from {cfg.init_from}"
+    else:
+        if cfg.config not in PRESETS:
+            raise ValueError(f"--config must be one of {', '.join(PRESETS)}, got {cfg.config!r}")
+        positions = cfg.config_overrides.get("max_position_embeddings", BertConfig.max_position_embeddings)
+        where = f"--config {cfg.config}"
+    if cfg.max_seq_length > positions:
+        raise ValueError(f"--max-seq-length {cfg.max_seq_length} is larger than the model's position table "
+                         f"({where}: max_position_embeddings {positions})")
+    if cfg.phase2_steps:
+        positive_int("phase2_seq_len", cfg.phase2_seq_len, 8)
+        if cfg.phase2_seq_len > positions:
+            raise ValueError(f"--phase2-seq-len {cfg.phase2_seq_len} is larger than the model's position table "
+                             f"({where}: max_position_embeddings {positions})")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {cfg.out} is a file, not a folder")
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: continue the run, or replace it")
+
+
+def check_device(device: str | None) -> None:
+    """Raise ValueError unless ``--device`` is None, cpu, or cuda[:N] with that GPU present."""
+    if device is None or device == "cpu":
+        return
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not match:
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold ``out/.minibert.lock`` for the run: a second run into the same folder fails at once.
+
+    The lock is an OS file lock (``filelock``), released when the process ends, even by SIGKILL.
+    """
+    from filelock import FileLock, Timeout
+
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunError(f"--out {out} is in use by another run (it holds the lock {out / LOCK_NAME}); "
+                       "wait for that run to end or choose another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def run_config_changes(saved: dict, cfg: PretrainConfig) -> list[tuple[str, object, object]]:
+    """(field, checkpoint's value, this run's value) for every setting that changes what the run computes."""
+    now = json.loads(json.dumps(dataclasses.asdict(cfg)))          # tuples as lists, as stored
+    return [(name, saved.get(name), now[name]) for name in now
+            if name not in BOOKKEEPING and saved.get(name) != now[name]]
+
+
+def check_resume(state: dict, cfg: PretrainConfig, path: Path) -> list[str]:
+    """Compare the checkpoint's run configuration with ``cfg``; raise RunError listing forbidden changes.
+
+    Returns the names of the fields that changed (allowed by ``cfg.allow_changes``).
+    """
+    recorded = state.get("run", {}).get("pretrain_config")
+    if recorded is None:
+        if cfg.allow_changes:
+            return []
+        raise RunError(f"{path} does not record the settings of its run, so a resume cannot check them; "
+                       "pass --allow-config-change to resume anyway")
+    changes = run_config_changes(json.loads(recorded), cfg)
+    if not changes:
+        return []
+    listing = "; ".join(f"{flag(n)}: checkpoint {old!r}, now {new!r}" for n, old, new in changes)
+    model_changes = [n for n, _, _ in changes if n in MODEL_FIELDS]
+    if model_changes:
+        raise RunError(f"--resume cannot change the model ({listing}); the checkpoint {path} holds a "
+                       f"different architecture")
+    if not cfg.allow_changes:
+        raise RunError(f"--resume with settings that differ from the checkpoint's ({listing}); they would make "
+                       f"this a different run. Use the checkpoint's values, or pass --allow-config-change to "
+                       f"continue with the new ones")
+    print(f"resuming with changed settings: {listing}", file=sys.stderr)
+    return [n for n, _, _ in changes]
+
+
+def prepare_out(cfg: PretrainConfig, out: Path) -> dict | None:
+    """Check ``out`` for this run (under the lock); returns the checkpoint to resume from, or None.
+
+    Removes temporary files of killed saves; with ``--overwrite``, the files of the previous run.
+    """
+    remove_stale_temporaries(out, RUN_FILES)
+    checkpoint = out / "checkpoint.pt"
+    if cfg.resume:
+        if not checkpoint.is_file():
+            raise RunError(f"--resume: there is no checkpoint to resume from at {checkpoint} "
+                           "(is --out right? leave out --resume to start a new run)")
+        state = read_checkpoint(checkpoint)
+        return state
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not cfg.overwrite:
+        raise RunError(f"--out {out} already holds a run ({', '.join(existing)}); pass --resume to continue "
+                       "it, --overwrite to replace it, or choose another --out")
+    for name in existing:                                           # --overwrite: a clean folder
+        (out / name).unlink()
+    return None
 
 
 def load_tokenizer():
@@ -114,15 +316,38 @@ def build_model(cfg: PretrainConfig, vocab_size: int):
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Run pre-training as ``cfg`` says; returns a summary (history, evaluation, output folder)."""
+    """Run pre-training as ``cfg`` says; returns a summary (history, evaluation, output folder).
+
+    Before any data is read: the settings are checked (:func:`validate`), ``cfg.out`` is locked against a
+    second run, and an existing run there is refused unless ``cfg.overwrite`` (or continued, ``cfg.resume``,
+    when its recorded settings match; :func:`check_resume`). Checkpoints are written every
+    ``checkpoint_every`` steps / ``checkpoint_minutes`` minutes, on SIGINT/SIGTERM and on an error.
+    Raises :class:`RunError`, :class:`~minibert.train.CheckpointLoadError`,
+    :class:`~minibert.train.NonFiniteError` (the run diverged; no model is written) or
+    :class:`~minibert.train.TrainingInterrupted`.
+    """
     from .pretraining import DataCollatorForPreTraining
 
-    if not 0 <= cfg.phase2_steps < cfg.steps:
-        raise ValueError(f"phase2_steps must be in [0, steps={cfg.steps}), got {cfg.phase2_steps}")
+    validate(cfg)
     info = setup_distributed(cfg.device)
     out = Path(cfg.out)
+    lock = run_lock(out) if info.is_main else contextlib.nullcontext()
+    with lock:
+        saved = prepare_out(cfg, out) if info.is_main else None
+        if info.distributed:                                        # every rank resumes, or none
+            flags = [saved is not None]
+            torch.distributed.broadcast_object_list(flags, src=0)
+            if flags[0] and saved is None:
+                saved = read_checkpoint(out / "checkpoint.pt")
+        changed = check_resume(saved, cfg, out / "checkpoint.pt") if saved is not None else []
+        summary = _pretrain(cfg, info, out, saved, changed, DataCollatorForPreTraining)
+    cleanup_distributed()
+    return summary
+
+
+def _pretrain(cfg, info, out, saved, changed, collator_cls) -> dict:
     tokenizer = load_tokenizer()
-    collate = DataCollatorForPreTraining(tokenizer, mlm_format="sparse")
+    collate = collator_cls(tokenizer, mlm_format="sparse")
 
     # Rank 0 tokenizes first (and fills the datasets cache); the others then read the cache.
     def datasets_for(seq_len, predictions):
@@ -146,16 +371,21 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     set_seed(cfg.seed)                                    # the same initial weights in every process
     model = build_model(cfg, tokenizer.vocab_size)
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"the model's vocab_size {model.config.vocab_size} (from "
+                         f"{'--init-from ' + str(cfg.init_from) if cfg.init_from else '--config ' + cfg.config}) "
+                         f"differs from the tokenizer's {tokenizer.vocab_size} entries")
     train_config = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay,
                                grad_accum=cfg.grad_accum, seed=cfg.seed, log_every=cfg.log_every,
-                               checkpoint_every=cfg.checkpoint_every, out_dir=str(out), compile=cfg.compile)
+                               checkpoint_every=cfg.checkpoint_every, checkpoint_minutes=cfg.checkpoint_minutes,
+                               out_dir=str(out), compile=cfg.compile)
     trainer = Trainer(model, phases, train_config, info)
-    checkpoint = out / "checkpoint.pt"
-    if cfg.resume and checkpoint.exists():
-        trainer.load_checkpoint(checkpoint)
+    trainer.run_info["pretrain_config"] = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+    if saved is not None:
+        trainer.load_checkpoint(out / "checkpoint.pt", saved)
+        if set(changed) & {"lr", "weight_decay", "warmup", "steps", "phase2_steps"}:
+            trainer.apply_hyperparameters()
     else:
-        if info.is_main and (out / "metrics.jsonl").exists():
-            (out / "metrics.jsonl").unlink()              # a fresh run starts a fresh log
         set_seed(cfg.seed + info.rank)                    # dropout masks differ between processes
     trainer.train()
 
@@ -167,10 +397,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
         token, accuracy = unigram_baseline(train1, eval1)
         summary["eval"].update(unigram_baseline_acc=accuracy, unigram_baseline_token=token,
                                train_instances=len(train1), eval_instances=len(eval1))
+        if not all(math.isfinite(v) for v in summary["eval"].values()):
+            raise NonFiniteError(f"the trained model's evaluation is not finite ({summary['eval']}); "
+                                 f"no model written to {out}")
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        (out / "eval.json").write_text(json.dumps(summary["eval"], indent=2) + "\n")
-    cleanup_distributed()
+        atomic_write_text(out / "eval.json", json.dumps(summary["eval"], indent=2) + "\n")
     return summary
 
 
@@ -242,10 +474,20 @@ def pretrain_tiny(out_dir: str | os.PathLike = TINY_CHECKPOINT, *, steps: int = 
     out = Path(out_dir)
     config = tiny_config(out, steps)
     recipe = out / "pretrain_config.json"
-    wanted = json.dumps(dataclasses.asdict(config) | {"out": None}, sort_keys=True)
+    wanted = dataclasses.asdict(config) | {"out": None}
+
+    def same_recipe() -> bool:                            # settings that change the model, not bookkeeping
+        try:
+            found = json.loads(recipe.read_text())
+        except (OSError, ValueError):
+            return False
+        strip = lambda d: {k: v for k, v in d.items() if k not in BOOKKEEPING}   # noqa: E731
+        return strip(found) == strip(json.loads(json.dumps(wanted)))
+
     if (not overwrite and (out / "model.safetensors").exists() and (out / "eval.json").exists()
-            and recipe.exists() and recipe.read_text() == wanted):
+            and recipe.exists() and same_recipe()):
         return out                                        # trained before, with the same recipe
+    config.overwrite = True                               # another recipe's (or a half-done) run: replace it
     # One thread: the tiny model's matmuls gain little from more, and floating-point sums then come out
     # the same on every machine, whatever its number of cores.
     threads = torch.get_num_threads()
@@ -254,7 +496,7 @@ def pretrain_tiny(out_dir: str | os.PathLike = TINY_CHECKPOINT, *, steps: int = 
         pretrain(config)
     finally:
         torch.set_num_threads(threads)
-    recipe.write_text(wanted)
+    atomic_write_text(recipe, json.dumps(wanted, sort_keys=True))
     return out
 
 
@@ -285,11 +527,16 @@ def parse_args(argv=None) -> PretrainConfig:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default=d.out)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: continue although settings differ from the checkpoint's")
     p.add_argument("--init-from", default=None, help="start from a save_pretrained folder (second phase)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps (0: by time only)")
+    p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes,
+                   help="minutes between checkpoints (0: by steps only)")
     a = p.parse_args(argv)
     return PretrainConfig(config=a.config, corpora=tuple(a.corpora), max_documents=a.max_documents,
                           max_seq_length=a.max_seq_length, max_predictions_per_seq=a.max_predictions_per_seq,
@@ -298,11 +545,33 @@ def parse_args(argv=None) -> PretrainConfig:
                           phase2_batch_size=a.phase2_batch_size, lr=a.lr, warmup=a.warmup,
                           weight_decay=a.weight_decay, dropout=a.dropout, seed=a.seed, out=a.out, resume=a.resume,
                           init_from=a.init_from, compile=a.compile, device=a.device, log_every=a.log_every,
-                          checkpoint_every=a.checkpoint_every)
+                          checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes,
+                          overwrite=a.overwrite, allow_changes=a.allow_config_change)
+
+
+PROG = "python -m minibert.pretrain"
 
 
 def main(argv=None) -> None:
-    summary = pretrain(parse_args(argv))
+    """The command line. Bad flags exit with status 2, a run that cannot go on with 1 (the message names
+    the flag or file), an interrupted run with 128 + the signal number after writing its checkpoint."""
+    from .checkpoint import CheckpointError
+
+    cfg = parse_args(argv)
+    try:
+        validate(cfg)
+    except ValueError as exc:
+        print(f"usage: {PROG} [options]\n{PROG}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        summary = pretrain(cfg)
+    except TrainingInterrupted as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        raise SystemExit(128 + exc.signum) from None
+    except (RunError, CheckpointLoadError, CheckpointError, NonFiniteError, ValueError, OSError) as exc:
+        notes = "".join(f"\n{note}" for note in getattr(exc, "__notes__", []))
+        print(f"{PROG}: error: {exc}{notes}", file=sys.stderr)
+        raise SystemExit(1) from None
     if "eval" in summary:
         print(json.dumps({"out": summary["out"], "steps": summary["steps"],
                           **{k: round(v, 4) for k, v in summary["eval"].items()}}))

@@ -113,6 +113,11 @@ def prepare_features(examples, tokenizer, *, max_length: int = 384, doc_stride: 
                     return_overflowing_tokens=True, return_offsets_mapping=True)
     sep = tokenizer.sep_token_id
     answers = examples["answers"] if with_labels else None
+    if with_labels:                                   # checked before any training: name the row
+        for row, answer in enumerate(answers):
+            if not answer.get("text") or not answer.get("answer_start"):
+                raise ValueError(f"SQuAD training row {row} (id {examples['id'][row] if 'id' in examples else '?'}) "
+                                 f"has no answer; SQuAD v1.1 training needs one per question")
     features = []
     for i in range(len(enc["input_ids"])):
         ids, types = list(enc["input_ids"][i]), list(enc["token_type_ids"][i])

@@ -366,17 +366,18 @@ class BertTokenizer:
         ids = sorted(self.ids_to_tokens)
         if ids != list(range(len(ids))):
             raise ValueError("vocabulary ids must be 0..n-1 without gaps to be saved as vocab.txt")
-        with open(directory / "vocab.txt", "w", encoding="utf-8") as f:
-            for i in ids:
-                f.write(self.ids_to_tokens[i] + "\n")
+        from .atomic import atomic_path, atomic_write_text
+
+        atomic_write_text(directory / "vocab.txt", "".join(self.ids_to_tokens[i] + "\n" for i in ids))
         config = {"tokenizer_class": "BertTokenizer", "do_lower_case": self.do_lower_case,
                   "strip_accents": None, "tokenize_chinese_chars": self.tokenize_chinese_chars,
                   "max_input_chars_per_word": self.max_input_chars_per_word,
                   "model_max_length": self.model_max_length,
                   "unk_token": self.unk_token, "sep_token": self.sep_token, "pad_token": self.pad_token,
                   "cls_token": self.cls_token, "mask_token": self.mask_token}
-        (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        self.backend_tokenizer.save(str(directory / "tokenizer.json"))
+        atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+        with atomic_path(directory / "tokenizer.json") as tmp:
+            self.backend_tokenizer.save(str(tmp))
         return [str(directory / n) for n in ("vocab.txt", "tokenizer_config.json", "tokenizer.json")]
 
     # -- the fast path ---------------------------------------------------------------------------------

@@ -115,16 +115,31 @@ def set_seed(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """The state of every random number generator a training step may use."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The state of every random number generator a training step may use, as tensors and ints only.
+
+    Python's and NumPy's Mersenne Twister states become int64 tensors, so that a checkpoint holding them
+    loads with ``torch.load(weights_only=True)`` (no pickled Python objects, no code run on load).
+    """
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": {"version": int(version), "mt": torch.tensor(mt, dtype=torch.int64),
+                        "gauss": -1.0 if gauss is None else float(gauss), "has_gauss": gauss is not None},
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["mt"].tolist()),
+                     py["gauss"] if py["has_gauss"] else None))
+    npy = state["numpy"]
+    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -217,14 +232,19 @@ class Batches:
 
     def next_step(self) -> list[dict[str, torch.Tensor]]:
         """The ``grad_accum`` micro-batches this rank computes for the next optimizer step."""
+        before = (self.epoch, self.cursor, self._order)
         if self.cursor + self.global_batch > len(self.instances):
             self.epoch, self.cursor, self._order = self.epoch + 1, 0, None
-        order = self._permutation()[self.cursor:self.cursor + self.global_batch].tolist()
+        try:
+            order = self._permutation()[self.cursor:self.cursor + self.global_batch].tolist()
+            micro = []
+            for a in range(self.grad_accum):
+                start = (a * self.world_size + self.rank) * self.batch_size
+                micro.append(self.collate_fn(self._fetch(order[start:start + self.batch_size])))
+        except BaseException:
+            self.epoch, self.cursor, self._order = before   # a failed read does not move the stream
+            raise
         self.cursor += self.global_batch
-        micro = []
-        for a in range(self.grad_accum):
-            start = (a * self.world_size + self.rank) * self.batch_size
-            micro.append(self.collate_fn(self._fetch(order[start:start + self.batch_size])))
         return micro
 
     def _fetch(self, indices: list[int]) -> list:
@@ -295,9 +315,28 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a JSON-lines metrics log."""
+    """The records of a JSON-lines metrics log.
+
+    A last line without its newline that does not parse is a record whose write was cut short (a killed
+    run) and is dropped; any other line that is not a JSON object raises ``ValueError`` naming the file
+    and the line.
+    """
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.read().split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):                     # no newline after it: a torn final write
+                break
+            raise ValueError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or "step" not in record:
+            raise ValueError(f"{path}, line {number}: not a metrics record (a JSON object with a 'step')")
+        records.append(record)
+    return records
 
 
 def plot_metrics(records: str | os.PathLike | list[dict[str, Any]], smooth: int = 1):
@@ -379,10 +418,12 @@ class TrainConfig:
     grad_accum: int = 1               # micro-batches per optimizer step
     seed: int = 0
     log_every: int = 10               # steps between metrics records
-    checkpoint_every: int = 0         # steps between checkpoints (0: only at the end)
+    checkpoint_every: int = 0         # steps between checkpoints (0: none by steps)
+    checkpoint_minutes: float = 0.0   # minutes between checkpoints (0: none by time)
     out_dir: str | None = None        # metrics.jsonl and checkpoint.pt go here
     compile: bool = False             # torch.compile the model
     bf16: bool | None = None          # bf16 autocast; default: on CUDA only
+    handle_signals: bool = True       # SIGINT/SIGTERM: finish the step, write a checkpoint, stop
 
     def __post_init__(self):
         for name in ("steps", "grad_accum", "log_every"):
@@ -391,8 +432,32 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {value!r}")
         if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps <= self.steps:
             raise ValueError(f"TrainConfig.warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be a positive finite number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ValueError(f"TrainConfig.weight_decay must be a non-negative finite number, got {self.weight_decay!r}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ValueError(f"TrainConfig.checkpoint_every must be an int >= 0, got {self.checkpoint_every!r}")
+        if not (isinstance(self.checkpoint_minutes, (int, float)) and math.isfinite(self.checkpoint_minutes)
+                and self.checkpoint_minutes >= 0):
+            raise ValueError(f"TrainConfig.checkpoint_minutes must be a finite number >= 0, got {self.checkpoint_minutes!r}")
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or the gradient norm of a step is NaN or infinite: the run has diverged."""
+
+
+class CheckpointLoadError(ValueError):
+    """A training checkpoint that cannot be read, or that belongs to a different run."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training after a checkpoint was written."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
 
 
 class Trainer:
@@ -426,6 +491,9 @@ class Trainer:
         self.bf16 = self.device.type == "cuda" if config.bf16 is None else config.bf16
         self.step = 0
         self.out_dir = Path(config.out_dir) if config.out_dir else None
+        self.run_info: dict[str, str] = {}          # strings stored with each checkpoint (the CLI's run config)
+        self.saved_step: int | None = None          # the step of the last checkpoint written or loaded
+        self._stop_signal = 0                       # the signal number that asked training to stop
         self.history: list[dict[str, Any]] = []     # every metrics record of this process's run
         # What runs the forward pass: DDP around the module, and torch.compile around that.
         self.train_model: nn.Module = self.model
@@ -472,6 +540,12 @@ class Trainer:
                     sums[key] = sums.get(key, 0.0) + value
         sums["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
         sums["lr"] = self.scheduler.get_last_lr()[0]          # the rate this step used
+        if not (math.isfinite(sums["loss"]) and math.isfinite(sums["grad_norm"])):
+            self.optimizer.zero_grad(set_to_none=True)        # the weights stay those of the last good step
+            raise NonFiniteError(
+                f"training diverged at step {self.step + 1}: loss {sums['loss']}, gradient norm "
+                f"{sums['grad_norm']} (learning rate {sums['lr']:g}; is it too high?). The step was not "
+                f"applied and nothing non-finite was saved")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -494,7 +568,11 @@ class Trainer:
     def train(self, until: int | None = None) -> list[dict[str, Any]]:
         """Run optimizer steps up to ``until`` (default: ``config.steps``); returns the metrics records.
 
-        ``until`` lets a run stop early (and be resumed from its checkpoint later).
+        ``until`` lets a run stop early (and be resumed from its checkpoint later). With ``out_dir`` set, a
+        checkpoint is written every ``checkpoint_every`` steps and every ``checkpoint_minutes`` minutes, at
+        the end, when SIGINT or SIGTERM arrives (after the current step; then :class:`TrainingInterrupted`
+        is raised), and when an exception stops training (the state at the start of the failed step, in a
+        one-process run). A diverged step raises :class:`NonFiniteError` before it is applied.
         """
         from tqdm.auto import tqdm
 
@@ -505,30 +583,120 @@ class Trainer:
         bar = tqdm(total=until, initial=self.step, desc="pre-training", **quiet)
         window: dict[str, float] = {}
         window_steps, window_start = 0, time.perf_counter()
-        while self.step < until:
-            sums = self.train_step()
-            for key, value in sums.items():
-                window[key] = window.get(key, 0.0) + value
-            window_steps += 1
-            bar.update(1)
-            if self.step % self.config.log_every == 0 or self.step == until:
-                reduced = self._reduce(window)
-                elapsed = time.perf_counter() - window_start
-                record = self._record(reduced, window_steps, elapsed, sums["lr"])
-                self.history.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                if log_path is not None:
-                    log_path.parent.mkdir(parents=True, exist_ok=True)
-                    with open(log_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(record) + "\n")
-                window, window_steps, window_start = {}, 0, time.perf_counter()
-            every = self.config.checkpoint_every
-            if self.out_dir and every and self.step % every == 0 and self.step < until:
-                self.save_checkpoint()
+        self._last_save_time = time.monotonic()
+        snapshot = None                                  # the state before the step under way
+        with self._catch_signals():
+            try:
+                while self.step < until:
+                    if self.out_dir and not self.dist.distributed:
+                        snapshot = (rng_state(), [batches.state_dict() for batches, _ in self.phases])
+                    sums = self.train_step()
+                    snapshot = None
+                    for key, value in sums.items():
+                        window[key] = window.get(key, 0.0) + value
+                    window_steps += 1
+                    bar.update(1)
+                    if self.step % self.config.log_every == 0 or self.step == until:
+                        reduced = self._reduce(window)
+                        elapsed = time.perf_counter() - window_start
+                        record = self._record(reduced, window_steps, elapsed, sums["lr"])
+                        self.history.append(record)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                        if log_path is not None:
+                            log_path.parent.mkdir(parents=True, exist_ok=True)
+                            with open(log_path, "a", encoding="utf-8") as f:
+                                f.write(json.dumps(record) + "\n")
+                        window, window_steps, window_start = {}, 0, time.perf_counter()
+                    stop = self._agree_to_stop()
+                    if self.out_dir and self.step < until and (stop or self._checkpoint_due()):
+                        self.save_checkpoint()
+                    if stop:
+                        raise TrainingInterrupted(
+                            f"training stopped by signal {stop} at step {self.step}"
+                            + (f"; checkpoint written to {self.out_dir / 'checkpoint.pt'}" if self.out_dir else ""),
+                            stop)
+            except TrainingInterrupted:
+                bar.close()
+                raise
+            except BaseException as exc:
+                bar.close()
+                self._save_after_failure(exc, snapshot)
+                raise
         bar.close()
         if self.out_dir:
             self.save_checkpoint()
         return self.history
+
+    def _checkpoint_due(self) -> bool:
+        every, minutes = self.config.checkpoint_every, self.config.checkpoint_minutes
+        by_steps = bool(every) and self.step % every == 0
+        by_time = bool(minutes) and time.monotonic() - self._last_save_time >= 60 * minutes
+        if self.dist.distributed and minutes:            # rank 0's clock decides for everyone
+            flag = torch.tensor([float(by_time)], device=self.device)
+            dist.broadcast(flag, src=0)
+            by_time = bool(flag.item())
+        return by_steps or by_time
+
+    def _agree_to_stop(self) -> int:
+        """The signal that asked to stop (0: none); in a distributed run, any rank's."""
+        if not self.dist.distributed:
+            return self._stop_signal
+        flag = torch.tensor([float(self._stop_signal)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    @contextlib.contextmanager
+    def _catch_signals(self):
+        """While training: the first SIGINT/SIGTERM asks to stop after the current step; a second stops now."""
+        import signal
+        import sys
+        import threading
+
+        if not self.config.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+        previous = {sig: signal.getsignal(sig) for sig in signals}
+
+        def handler(signum, frame):
+            if self._stop_signal:                         # the second one: stop at once
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            print(f"\nsignal {signum}: stopping after step {self.step + 1} and writing a checkpoint "
+                  "(send it again to stop at once)", file=sys.stderr)
+
+        self._stop_signal = 0
+        for sig in signals:
+            signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _save_after_failure(self, exc: BaseException, snapshot) -> None:
+        """Write the state at the start of the failed step (one process; skipped if nothing is new)."""
+        import sys
+
+        if not self.out_dir or self.dist.distributed or getattr(self, "_saving", False):
+            return
+        if snapshot is not None:                         # undo what the failed step consumed
+            rng, data = snapshot
+            set_rng_state(rng)
+            for (batches, _), state in zip(self.phases, data):
+                batches.load_state_dict(state)
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.saved_step == self.step:
+            return
+        try:
+            path = self.save_checkpoint()
+        except Exception as save_exc:                   # report the first error, not this one
+            print(f"could not write a checkpoint after the error: {save_exc}", file=sys.stderr)
+            return
+        note = f"checkpoint of step {self.step} written to {path}; continue with --resume"
+        if hasattr(exc, "add_note"):
+            exc.add_note(note)
+        print(note, file=sys.stderr)
 
     def _record(self, s: dict[str, float], n_steps: int, elapsed: float, lr: float) -> dict[str, Any]:
         record: dict[str, Any] = {"step": self.step, "lr": lr}
@@ -542,6 +710,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, as tensors, numbers, strings, lists and dicts only (so that it loads
+        with ``torch.load(weights_only=True)``)."""
         rng = rng_state()
         if self.dist.distributed:                        # every rank's generators (dropout differs by rank)
             every = [None] * self.dist.world_size
@@ -556,27 +726,53 @@ class Trainer:
             "data": [batches.state_dict() for batches, _ in self.phases],
             "config": dataclasses.asdict(self.config),
             "world_size": self.dist.world_size,
+            "run": dict(self.run_info),
         }
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
-        """Write ``out_dir/checkpoint.pt`` (or ``path``) atomically; every rank must call it."""
-        state = self.state_dict()
+        """Write ``out_dir/checkpoint.pt`` (or ``path``) atomically; every rank must call it.
+
+        Raises :class:`NonFiniteError` instead of writing a model with NaN or infinite weights, so a good
+        checkpoint is never replaced by a diverged one.
+        """
         path = Path(path) if path else self.out_dir / "checkpoint.pt"
-        if self.dist.is_main:
-            atomic_torch_save(state, path)
-        if self.dist.distributed:
-            dist.barrier()
+        bad = [name for name, t in self.model.state_dict().items()
+               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise NonFiniteError(f"refusing to write {path}: {len(bad)} weight(s) are not finite "
+                                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+        self._saving = True
+        try:
+            state = self.state_dict()
+            if self.dist.is_main:
+                atomic_torch_save(state, path)
+            if self.dist.distributed:
+                dist.barrier()
+        finally:
+            self._saving = False
+        self.saved_step, self._last_save_time = self.step, time.monotonic()
         return path
 
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint`; training then continues from its step."""
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(state["model"])
+    def load_checkpoint(self, path: str | os.PathLike, state: dict[str, Any] | None = None) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint`; training then continues from its step.
+
+        ``state`` is the checkpoint as :func:`read_checkpoint` returned it (read again from ``path`` if
+        None). Raises :class:`CheckpointLoadError` naming the file when it cannot be read or does not fit.
+        """
+        path = Path(path)
+        state = read_checkpoint(path, self.device) if state is None else state
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+            raise CheckpointLoadError(
+                f"{path}: its model does not fit this run's model ({len(lines)} problem(s), e.g. "
+                f"{'; '.join(lines[:2])})") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         if len(state["data"]) != len(self.phases):
-            raise ValueError(f"checkpoint has {len(state['data'])} data phases, this run has {len(self.phases)}")
+            raise CheckpointLoadError(f"{path} has {len(state['data'])} data phases, this run has {len(self.phases)}")
         for (batches, _), data_state in zip(self.phases, state["data"]):
             batches.load_state_dict(data_state)
         rng = state["rng"]
@@ -589,8 +785,61 @@ class Trainer:
             set_rng_state(rng)
         else:
             set_seed(self.config.seed + 1000 * self.step + self.dist.rank)
-        # Keep the metrics log consistent with the restored step.
+        self.saved_step = self.step
+        # Keep the metrics log consistent with the restored step (a torn last line is dropped).
         if self.out_dir and self.dist.is_main and (self.out_dir / "metrics.jsonl").exists():
+            from .atomic import atomic_write_text
             log = self.out_dir / "metrics.jsonl"
             kept = [r for r in read_metrics(log) if r["step"] <= self.step]
-            log.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            atomic_write_text(log, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def apply_hyperparameters(self) -> None:
+        """Make ``config.lr``, ``weight_decay``, ``warmup_steps`` and ``steps`` rule from the current step on.
+
+        After :meth:`load_checkpoint` the optimizer holds the checkpoint's rate and decay; a resume that was
+        allowed to change them calls this. The schedule is the new one, evaluated at the current step.
+        """
+        self.scheduler = linear_schedule_with_warmup(self.optimizer, self.config.warmup_steps, self.config.steps)
+        decay_group = self.optimizer.param_groups[0]
+        decay_group["weight_decay"] = float(self.config.weight_decay)
+        multiplier = self.scheduler.lr_lambdas[0](self.step)
+        self.scheduler.base_lrs = [float(self.config.lr)] * len(self.optimizer.param_groups)
+        self.scheduler.last_epoch = self.step
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = float(self.config.lr)
+            group["lr"] = float(self.config.lr) * multiplier
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+
+def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A training checkpoint, read with ``torch.load(weights_only=True)``: no code runs on load.
+
+    Raises :class:`CheckpointLoadError` naming the file: missing, empty, truncated or not a checkpoint,
+    or holding Python objects other than tensors, numbers and strings (an older minibert, or someone else's).
+    """
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointLoadError(f"no training checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointLoadError(f"{path} is empty (0 bytes): not a training checkpoint")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc) and "GLOBAL" not in str(exc):
+            raise CheckpointLoadError(f"{path} is truncated or not a training checkpoint (unreadable pickle data)") from None
+        first = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
+                     "a Python object other than tensors, numbers and strings")
+        raise CheckpointLoadError(
+            f"{path} cannot be loaded safely (weights_only=True): it is not a minibert training checkpoint, "
+            f"or holds Python objects other than tensors, numbers and strings ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointLoadError(f"{path} is truncated or not a training checkpoint ({first})") from None
+    needed = {"model", "optimizer", "scheduler", "step", "rng", "data"}
+    if not isinstance(state, dict) or not needed <= set(state):
+        missing = sorted(needed - set(state)) if isinstance(state, dict) else sorted(needed)
+        raise CheckpointLoadError(f"{path} is not a minibert training checkpoint (missing {', '.join(missing)})")
+    return state

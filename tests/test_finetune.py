@@ -301,21 +301,22 @@ def test_cli_help():
         assert word in out.stdout
 
 
-def test_cli_bad_arguments(tiny_checkpoint, capsys):
+def test_cli_bad_arguments(tiny_checkpoint, capsys, tmp_path):
+    out = ["--out", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as exc:
         main(["--task", "mnli", "--model", str(tiny_checkpoint)])
     assert exc.value.code == 2 and "invalid choice: 'mnli'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--task", "sst2", "--model", str(tiny_checkpoint), "--lr", "-1"])
+        main(["--task", "sst2", "--model", str(tiny_checkpoint), "--lr", "-1", *out])
     assert "--lr must be positive" in capsys.readouterr().err
     parser = build_parser()
     with pytest.raises(ValueError, match="is not a directory"):
-        check_args(parser.parse_args(["--task", "sst2", "--model", "/nonexistent/ckpt"]))
+        check_args(parser.parse_args(["--task", "sst2", "--model", "/nonexistent/ckpt", *out]))
     with pytest.raises(ValueError, match="--max-seq-length must be between 8 and 512"):
-        check_args(parser.parse_args(["--task", "sst2", "--model", str(tiny_checkpoint), "--max-seq-length", "1024"]))
+        check_args(parser.parse_args(["--task", "sst2", "--model", str(tiny_checkpoint), "--max-seq-length", "1024", *out]))
     with pytest.raises(ValueError, match="--max-train-examples must be positive"):
         check_args(parser.parse_args(["--task", "cola", "--model", str(tiny_checkpoint),
-                                      "--max-train-examples", "0"]))
+                                      "--max-train-examples", "0", *out]))
 
 
 def test_cli_end_to_end_sst2(tiny_checkpoint, tmp_path, capsys):
@@ -332,8 +333,9 @@ def test_cli_end_to_end_sst2(tiny_checkpoint, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("task, key", [("squad", "f1"), ("conll2003", "f1"), ("stsb", "pearson")])
-def test_cli_end_to_end_other_tasks(tiny_checkpoint, task, key):
-    metrics = main(["--task", task, "--model", str(tiny_checkpoint), "--max-train-examples", "16",
+def test_cli_end_to_end_other_tasks(tiny_checkpoint, task, key, tmp_path):
+    metrics = main(["--task", task, "--model", str(tiny_checkpoint), "--out", str(tmp_path / task),
+                    "--max-train-examples", "16",
                     "--max-eval-examples", "8", "--epochs", "1", "--batch-size", "8", "--max-seq-length", "96",
                     "--doc-stride", "32"])
     assert metrics["task"] == task and key in metrics and np.isfinite(metrics[key])
