@@ -287,7 +287,7 @@ def test_ner_label_alignment(tokenizer):
                                                    "tower", "1996", "-", "08", "-", "22", "[SEP]"]
     assert word_ids == [None, 0, 1, 2, 3, 3, 3, 4, 5, 5, 5, 5, 5, None]
     assert align_labels(word_ids, tags) == [-100, 1, 0, 0, 5, -100, -100, 6, 0, -100, -100, -100, -100, -100]
-    assert align_labels(word_ids, tags, label_all_tokens=True)[4:7] == [5, 5, 5]
+    assert align_labels(word_ids, tags, label_all_tokens=True)[4:7] == [5, 6, 6]     # B-LOC I-LOC I-LOC
     # Truncation keeps whole leading sub-tokens only; words past the cut get no token.
     ids, word_ids = tokenize_words(words, tokenizer, max_seq_length=6)
     assert len(ids) == 6 and word_ids == [None, 0, 1, 2, 3, None]
@@ -299,6 +299,23 @@ def test_ner_label_alignment(tokenizer):
     assert word_predictions(logits, [{"word_ids": word_ids, "num_words": 3}]) == [[2, 0, 1]]
     with pytest.raises(ValueError, match="out of range"):
         align_labels([None, 0, 1], [3])
+
+
+def test_label_all_tokens_continues_b_with_i(tokenizer):
+    # The input: "Johanson" is johan ##son; B-PER on the first piece, I-PER (not B-PER) on the second.
+    names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+    ids, word_ids = tokenize_words(["Johanson", "visited", "Zurich"], tokenizer)
+    assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "johan", "##son", "visited", "zurich", "[SEP]"]
+    assert align_labels(word_ids, [1, 0, 5], label_all_tokens=True, label_names=names) == [-100, 1, 2, 0, 5, -100]
+    assert align_labels(word_ids, [1, 0, 5], label_all_tokens=True) == [-100, 1, 2, 0, 5, -100]   # CoNLL default
+    # Same kind: another tag set (WNUT-style order), an I- word and a tag without an I- form stay as they are.
+    other = ["O", "B-corporation", "I-corporation", "B-person", "I-person", "B-date"]
+    ids, word_ids = tokenize_words(["Eiffel", "Johanson", "Tuesday"], tokenizer)
+    assert word_ids == [None, 0, 0, 0, 1, 1, 2, None]
+    assert align_labels(word_ids, [3, 4, 5], label_all_tokens=True, label_names=other) == \
+        [-100, 3, 4, 4, 4, 4, 5, -100]
+    with pytest.raises(ValueError, match="not in label_names"):
+        align_labels(word_ids, [3, 4, 9], label_all_tokens=True, label_names=other)
 
 
 def test_ner_metrics_golden():
