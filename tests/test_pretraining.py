@@ -478,8 +478,7 @@ def test_whole_word_masking_per_piece_by_default_per_word_as_option(tok, real_do
     from minibert.pretraining import MaskedLMPolicy
     policy = MaskedLMPolicy.from_tokenizer(tok, whole_word_mask=True, per_word_decision=True, masked_lm_prob=0.5)
     rng = random.Random(0)
-    ids = [tok.cls_token_id] + tok("Johanson visited Zurich and Huiyuan unaffably", add_special_tokens=False)["input_ids"]
-    ids = ids + [tok.sep_token_id]
+    ids = tok("Johanson visited Zurich and Huiyuan unaffably")["input_ids"]   # [CLS] ... [SEP]
     seen_mixed = 0
     for _ in range(200):
         out, positions, labels = policy(ids, rng)
