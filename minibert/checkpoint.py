@@ -11,7 +11,11 @@ smooths over:
 3. A bare ``BertModel`` checkpoint has keys without the ``bert.`` prefix that task models use; the prefix
    is added or removed as needed.
 4. Tied weights: ``cls.predictions.decoder.weight`` is the word-embedding matrix and
-   ``cls.predictions.decoder.bias`` is ``cls.predictions.bias``; either spelling loads.
+   ``cls.predictions.decoder.bias`` is ``cls.predictions.bias``; either spelling loads. Whether the
+   decoder is tied comes from ``config.json`` (``tie_word_embeddings``, default true, as transformers): an
+   untied decoder loads its own ``cls.predictions.decoder.weight`` and is saved with it. A tied model
+   given a checkpoint whose decoder weight differs from its word embeddings keeps the embeddings and lists
+   the decoder key in ``loading_info["ignored"]`` (with a warning), rather than dropping it silently.
 
 What cannot be smoothed over raises :class:`CheckpointError` listing every offending key: encoder weights
 (``embeddings.*``, ``encoder.*``) missing from the checkpoint or left over, and any shape mismatch.
@@ -136,11 +140,16 @@ def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor])
     elif not has_base and ckpt_has_prefix:
         state = {(k[len(BASE_PREFIX):] if k.startswith(BASE_PREFIX) else k): v for k, v in state.items()}
 
-    # 4. tied weights: keep the canonical spelling, accept an alias when the canonical key is absent.
+    # 4. tied weights: keep the canonical spelling, accept an alias when the canonical key is absent; an
+    #    alias whose values differ from the canonical tensor cannot be honoured and is reported.
+    conflicting = []
     for alias, canonical in aliases.items():
         if alias in state:
             tensor = state.pop(alias)
-            state.setdefault(canonical, tensor)
+            if canonical not in state:
+                state[canonical] = tensor
+            elif tensor.shape != state[canonical].shape or not torch.equal(tensor, state[canonical]):
+                conflicting.append(alias)
 
     expected_set = set(expected)
     missing = [k for k in expected if k not in state]
@@ -167,7 +176,11 @@ def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor])
                 model_state[key].copy_(state[key])   # state_dict tensors share storage with the parameters
     if hasattr(model, "tie_weights"):
         model.tie_weights()
-    info = {"initialized": missing, "ignored": unexpected}
+    if conflicting:
+        logger.warning("%s: %s differ(s) from the weight it is tied to and was not loaded; set "
+                       "tie_word_embeddings=false in config.json to load an untied decoder",
+                       type(model).__name__, ", ".join(conflicting))
+    info = {"initialized": missing, "ignored": unexpected + conflicting}
     if missing:
         logger.warning("%s: weights not in the checkpoint, left at their initialisation (train them "
                        "before use): %s", type(model).__name__, ", ".join(missing))
@@ -206,7 +219,8 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Non
     """Write ``config.json`` and ``model.safetensors`` into ``directory``, each atomically.
 
     Tied aliases (``cls.predictions.decoder.weight``/``.bias``) are not written, as Hugging Face does;
-    transformers re-ties them on load.
+    transformers re-ties them on load. An untied decoder (``config.tie_word_embeddings=False``) is not an
+    alias and is written, and config.json says ``"tie_word_embeddings": false``.
     """
     from safetensors.torch import save_file
 

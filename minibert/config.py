@@ -71,6 +71,9 @@ class BertConfig:
     label2id: dict[str, int] | None = None
     # Attention kernel: "sdpa" or "eager" (explicit; forced whenever output_attentions=True).
     attn_implementation: str = "sdpa"
+    # The MLM decoder is the word-embedding matrix (Google's get_masked_lm_output); False gives the decoder
+    # its own weight, as transformers does for a config.json with "tie_word_embeddings": false.
+    tie_word_embeddings: bool = True
     # Keys of a config.json that minibert does not use but keeps, so a round trip loses nothing.
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -120,6 +123,8 @@ class BertConfig:
             raise ValueError(f"BertConfig.initializer_range must be positive, got {self.initializer_range!r}")
         if not (isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0):
             raise ValueError(f"BertConfig.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError(f"BertConfig.tie_word_embeddings must be true or false, got {self.tie_word_embeddings!r}")
         if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"BertConfig.pad_token_id must be an id in [0, vocab_size), got {self.pad_token_id!r}")
 

@@ -2,7 +2,9 @@
 
 * :class:`BertLMPredictionHead` — the masked-LM head: a dense layer, GELU and LayerNorm ("transform"),
   then a projection back onto the vocabulary whose weight *is* the word-embedding matrix (weight tying,
-  as in Google's ``get_masked_lm_output``) plus a per-token output bias.
+  as in Google's ``get_masked_lm_output``) plus a per-token output bias. A config with
+  ``tie_word_embeddings=False`` (transformers' flag) gives the projection a weight of its own, which
+  checkpoints then store as ``cls.predictions.decoder.weight``.
 * :class:`BertPreTrainingHeads` — the MLM head and the next-sentence classifier, a 2-way linear layer on
   the pooled [CLS] vector (Section 3.1, Task #2).
 
@@ -56,7 +58,8 @@ class BertLMPredictionHead(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
-        # decoder.weight is replaced by the word-embedding matrix in BertPreTrainedModel.tie_weights().
+        # decoder.weight is replaced by the word-embedding matrix in BertPreTrainedModel.tie_weights()
+        # (unless config.tie_word_embeddings is False).
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=True)
         # The output bias, one per vocabulary entry. The same Parameter object as decoder.bias, registered
         # under both names so the state_dict has Hugging Face's keys.

@@ -432,11 +432,18 @@ class BertPreTrainedModel(nn.Module):
             self.init_parameter(self.get_submodule(module_name), name)
 
     def tie_weights(self) -> None:
-        """Make ``cls.predictions.decoder.weight`` the very same Parameter as the word embeddings."""
+        """Make ``cls.predictions.decoder.weight`` the very same Parameter as the word embeddings, unless
+        ``config.tie_word_embeddings`` is False: then the decoder keeps a weight of its own, which is loaded
+        from and saved to ``cls.predictions.decoder.weight`` (as transformers does)."""
         cls = getattr(self, "cls", None)
         if cls is not None:
-            cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
-            cls.predictions.bias = cls.predictions.decoder.bias
+            decoder = cls.predictions.decoder
+            embeddings = self.bert.embeddings.word_embeddings.weight
+            if self.config.tie_word_embeddings:
+                decoder.weight = embeddings
+            elif decoder.weight is embeddings:   # untie: a copy the decoder owns from now on
+                decoder.weight = nn.Parameter(embeddings.detach().clone())
+            cls.predictions.bias = decoder.bias
 
     # ----------------------------------------------------------------------------------- helpers
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
@@ -538,6 +545,21 @@ class BertModel(BertPreTrainedModel):
         return BaseModelOutputWithPooling(sequence_output, pooled_output, hidden_states, attentions)
 
 
+def cross_entropy_over_labelled(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Cross-entropy averaged over the positions whose label is not ``ignore_index``; 0 when there are none.
+
+    logits: (N, C), labels: (N,). The mean of PyTorch's (and Hugging Face's) ``F.cross_entropy`` is NaN
+    (0 / 0) when every label is ignored, e.g. a masked-LM batch in which no token was chosen; one such step
+    would turn every weight into NaN. Google's ``get_masked_lm_output`` divides by ``sum(weights) + 1e-5``
+    and so gives 0; here the sum is divided by ``max(count, 1)``: the same 0 in that case, and exactly the
+    mean otherwise. The 0 keeps the graph, so ``backward()`` gives zero gradients.
+    """
+    labels = labels.reshape(-1)
+    total = F.cross_entropy(logits.reshape(labels.shape[0], -1).float(), labels, ignore_index=ignore_index,
+                            reduction="sum")
+    return total / (labels != ignore_index).sum().clamp(min=1)
+
+
 def _mlm_logits_and_loss(model, sequence_output, labels, masked_lm_positions):
     """Shared by BertForPreTraining and BertForMaskedLM: dense or sparse (gathered) MLM logits and loss."""
     if masked_lm_positions is not None:
@@ -548,8 +570,9 @@ def _mlm_logits_and_loss(model, sequence_output, labels, masked_lm_positions):
         if tuple(labels.shape) != tuple(logits.shape[:2]):
             what = "masked_lm_positions" if masked_lm_positions is not None else "input_ids"
             raise ValueError(f"labels have shape {tuple(labels.shape)} but {what} gives {tuple(logits.shape[:2])}")
-        # Mean over the positions whose label is not -100 (Google: sum(w * nll) / (sum(w) + 1e-5)).
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+        # Mean over the positions whose label is not -100, 0 when there are none (Google: sum(w * nll) /
+        # (sum(w) + 1e-5)); see cross_entropy_over_labelled.
+        loss = cross_entropy_over_labelled(logits, labels)
     return logits, loss
 
 
@@ -565,7 +588,8 @@ class BertForPreTraining(BertPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, next_sentence_label=None, masked_lm_positions=None,
                 output_attentions=False, output_hidden_states=False, return_dict=True) -> BertForPreTrainingOutput:
-        """labels: (B, S) with -100 at unmasked tokens, or (B, P) with ``masked_lm_positions`` (B, P).
+        """labels: (B, S) with -100 at unmasked tokens, or (B, P) with ``masked_lm_positions`` (B, P); the MLM
+        loss is their mean, 0 when no position is labelled (as Google's, where PyTorch's mean gives NaN).
         next_sentence_label: (B,) 0 = B follows A (IsNext), 1 = random (NotNext)."""
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                         output_attentions, output_hidden_states)
@@ -573,7 +597,7 @@ class BertForPreTraining(BertPreTrainedModel):
         seq_relationship_logits = self.cls.seq_relationship(out.pooler_output)      # (B, 2)
         nsp_loss = None
         if next_sentence_label is not None:
-            nsp_loss = F.cross_entropy(seq_relationship_logits.float(), next_sentence_label.reshape(-1))
+            nsp_loss = cross_entropy_over_labelled(seq_relationship_logits, next_sentence_label)
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
         loss = sum(losses) if losses else None
         return BertForPreTrainingOutput(loss, prediction_logits, seq_relationship_logits, out.hidden_states,
@@ -592,6 +616,8 @@ class BertForMaskedLM(BertPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, masked_lm_positions=None, output_attentions=False,
                 output_hidden_states=False, return_dict=True) -> MaskedLMOutput:
+        """labels: (B, S) with -100 at unmasked tokens, or (B, P) with ``masked_lm_positions`` (B, P). The loss
+        is the mean over labelled positions, 0 when there are none (Google's; PyTorch's mean gives NaN)."""
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                         output_attentions, output_hidden_states)
         logits, loss = _mlm_logits_and_loss(self, out.last_hidden_state, labels, masked_lm_positions)
@@ -634,7 +660,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
                 loss = F.mse_loss(logits.float().reshape(labels.shape) if self.num_labels == 1 else logits.float(),
                                   labels.float())
             elif problem == "single_label_classification":
-                loss = F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1))
+                loss = cross_entropy_over_labelled(logits, labels)   # -100 = no label; 0 if none
             else:
                 loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
@@ -655,13 +681,14 @@ class BertForTokenClassification(BertPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
                 return_dict=True) -> TokenClassifierOutput:
-        """labels: (B, S) class ids, -100 where no label (padding, sub-word continuations)."""
+        """labels: (B, S) class ids, -100 where no label (padding, sub-word continuations). The loss is the
+        mean over labelled tokens, 0 (not Hugging Face's NaN) when no token has a label."""
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                         output_attentions, output_hidden_states)
         logits = self.classifier(self.dropout(out.last_hidden_state))   # (B, S, num_labels)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
+            loss = cross_entropy_over_labelled(logits, labels)   # 0 when every label is -100
         return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
 
@@ -669,7 +696,8 @@ class BertForQuestionAnswering(BertPreTrainedModel):
     """Span prediction (Section 4.2, Figure 4c): a start vector S and an end vector E, ``qa_outputs``.
 
     ``start_positions``/``end_positions`` (B,) outside [0, S) are clamped to S and ignored in the loss,
-    as in Hugging Face; the loss is the mean of the start and end cross-entropies.
+    as in Hugging Face; the loss is the mean of the start and end cross-entropies (0, not HF's NaN, when
+    every position of the batch is ignored).
     """
 
     def __init__(self, config: BertConfig):
@@ -694,8 +722,8 @@ class BertForQuestionAnswering(BertPreTrainedModel):
             ignored = start_logits.shape[1]                       # S: "no answer in this window"
             start_positions = start_positions.reshape(-1).clamp(0, ignored)
             end_positions = end_positions.reshape(-1).clamp(0, ignored)
-            start_loss = F.cross_entropy(start_logits.float(), start_positions, ignore_index=ignored)
-            end_loss = F.cross_entropy(end_logits.float(), end_positions, ignore_index=ignored)
+            start_loss = cross_entropy_over_labelled(start_logits, start_positions, ignore_index=ignored)
+            end_loss = cross_entropy_over_labelled(end_logits, end_positions, ignore_index=ignored)
             loss = (start_loss + end_loss) / 2
         return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
 
@@ -725,5 +753,5 @@ class BertForMultipleChoice(BertPreTrainedModel):
         out = self.bert(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
                         flat(inputs_embeds), output_attentions, output_hidden_states)
         logits = self.classifier(self.dropout(out.pooler_output)).view(-1, num_choices)  # (B, C)
-        loss = F.cross_entropy(logits.float(), labels.view(-1)) if labels is not None else None
+        loss = cross_entropy_over_labelled(logits, labels) if labels is not None else None
         return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions)

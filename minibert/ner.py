@@ -3,7 +3,8 @@
 The data come as words with one IOB2 tag per word (B-PER, I-PER, ..., O). WordPiece splits a word into one
 or more sub-tokens; as in the paper, "we use the representation of the first sub-token as the input to the
 token-level classifier over the NER label set": the first sub-token of each word carries the word's label
-and the others get -100, which the loss ignores (:func:`align_labels`). At prediction time the tag of a word
+and the others get -100, which the loss ignores (:func:`align_labels`; its ``label_all_tokens`` option
+labels the other sub-tokens too, with I-X after a B-X first piece). At prediction time the tag of a word
 is the tag predicted at its first sub-token. Scores are entity-level precision, recall and F1, computed by
 seqeval (CoNLL's conlleval rules: an entity counts only when its type and both boundaries are right).
 
@@ -58,10 +59,37 @@ def tokenize_words(words: Sequence[str], tokenizer, max_seq_length: int = 128,
     return ids, word_ids
 
 
+# CoNLL-2003's tags in the order of its ClassLabel (the ids of the ``ner_tags`` column).
+CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+
+
+def begin_to_inside(label_names: Sequence[str]) -> dict[int, int]:
+    """{id of B-X: id of I-X} for every B-X tag whose I-X tag is in ``label_names`` (IOB2 tags)."""
+    index = {name: i for i, name in enumerate(label_names)}
+    return {i: index["I-" + name[2:]] for i, name in enumerate(label_names)
+            if name.startswith("B-") and "I-" + name[2:] in index}
+
+
 def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int], label_all_tokens: bool = False,
-                 ignore_index: int = -100) -> list[int]:
+                 ignore_index: int = -100, label_names: Sequence[str] | None = None) -> list[int]:
     """One label per token: the word's label on its first sub-token, ``ignore_index`` on special tokens and
-    on the other sub-tokens (or the word's label on them too, with ``label_all_tokens``)."""
+    on the other sub-tokens.
+
+    With ``label_all_tokens`` the other sub-tokens are labelled too: with the word's label, except that a
+    B-X word's continuation pieces get I-X (``johan ##son`` tagged B-PER gets B-PER, I-PER), since
+    a second B-PER would start a second entity (transformers' example scripts fixed the same bug).
+    ``label_names`` names the label ids (e.g. :func:`label_names` of the data set) so that B-X can be turned
+    into I-X; it defaults to CoNLL-2003's tags (:data:`CONLL2003_TAGS`). Raises ValueError for a word
+    index outside ``word_labels`` or, with ``label_all_tokens``, a label id outside ``label_names``.
+    """
+    inside: dict[int, int] = {}
+    if label_all_tokens:
+        names = CONLL2003_TAGS if label_names is None else label_names
+        inside = begin_to_inside(names)
+        bad = sorted({int(t) for t in word_labels if not 0 <= int(t) < len(names)})
+        if bad:
+            raise ValueError(f"label ids {bad} are not in label_names ({len(names)} names"
+                             f"{', CoNLL-2003 by default' if label_names is None else ''}); pass label_names=")
     labels, previous = [], None
     for w in word_ids:
         if w is None:
@@ -70,8 +98,11 @@ def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int], lab
             if not 0 <= w < len(word_labels):
                 raise ValueError(f"word index {w} is out of range for {len(word_labels)} word labels")
             labels.append(int(word_labels[w]))
+        elif label_all_tokens:
+            label = int(word_labels[w])
+            labels.append(inside.get(label, label))
         else:
-            labels.append(int(word_labels[w]) if label_all_tokens else ignore_index)
+            labels.append(ignore_index)
         previous = w
     return labels
 

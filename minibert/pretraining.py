@@ -18,7 +18,9 @@ instances (checked against Google's script on the book's corpora, with and witho
 * Masking (:class:`MaskedLMPolicy`): never [CLS] or [SEP]; ``num_to_predict = min(max_predictions_per_seq,
   max(1, round(n * masked_lm_prob)))`` positions, n counting the special tokens; each chosen token becomes
   [MASK] 80% of the time, a random vocabulary token 10% and stays unchanged 10% (Section 3.1, Appendix C.2).
-  Whole-word masking groups a word's "##" continuation pieces and masks them together.
+  Whole-word masking groups a word's "##" continuation pieces and chooses them together; the 80/10/10 draw
+  stays per piece, as in Google's code, so a chosen word can be half [MASK], half unchanged. Google's README
+  describes one decision for the whole word: ``per_word_decision=True`` (an option, off by default).
 
 Masking is *static* (once, when instances are built: Google's format ``masked_lm_positions``/``masked_lm_ids``,
 repeated ``dupe_factor`` times with different masks) or *dynamic* (at batch time in
@@ -99,11 +101,19 @@ class MaskedLMPolicy:
     rest (``1 - mask_prob - random_prob``) stay unchanged. The defaults are the paper's 80/10/10; other values
     reproduce the ablation of Appendix C.2 (Table 8). Random tokens are drawn uniformly from the *whole*
     vocabulary, special and unused entries included, as Google and Hugging Face do.
+
+    ``whole_word_mask`` chooses whole words (a piece and its "##" continuations) as Google's code does; like
+    Google's code it then still decides [MASK] / random / unchanged *for each piece*, so one word can come
+    out half masked (``[MASK] ##son``). Google's README describes masking the whole word at once;
+    ``per_word_decision=True`` (needs ``whole_word_mask``) does that: one 80/10/10 draw per word, applied to
+    all its pieces (each random piece still gets its own random token). The default stays Google's code,
+    which minibert reproduces instance for instance.
     """
 
     def __init__(self, vocab_size: int, mask_token_id: int, special_token_ids: Iterable[int], *,
                  masked_lm_prob: float = 0.15, max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
-                 continuation: Sequence[bool] | None = None, mask_prob: float = 0.8, random_prob: float = 0.1):
+                 continuation: Sequence[bool] | None = None, mask_prob: float = 0.8, random_prob: float = 0.1,
+                 per_word_decision: bool = False):
         _check_int("vocab_size", vocab_size, 1)
         _check_prob("masked_lm_prob", masked_lm_prob, low_open=True)
         _check_int("max_predictions_per_seq", max_predictions_per_seq, 1)
@@ -114,6 +124,8 @@ class MaskedLMPolicy:
         if whole_word_mask and continuation is None:
             raise ValueError("whole_word_mask=True needs `continuation` (which ids are '##' pieces); "
                              "build the policy with MaskedLMPolicy.from_tokenizer")
+        if per_word_decision and not whole_word_mask:
+            raise ValueError("per_word_decision=True needs whole_word_mask=True (without it every word is one piece)")
         if continuation is not None and len(continuation) != vocab_size:
             raise ValueError(f"continuation has {len(continuation)} entries, the vocabulary {vocab_size}")
         self.vocab_size = vocab_size
@@ -122,6 +134,7 @@ class MaskedLMPolicy:
         self.masked_lm_prob = masked_lm_prob
         self.max_predictions_per_seq = max_predictions_per_seq
         self.whole_word_mask = whole_word_mask
+        self.per_word_decision = per_word_decision
         self.continuation = continuation
         self.mask_prob = mask_prob
         self.random_prob = random_prob
@@ -162,6 +175,12 @@ class MaskedLMPolicy:
                 groups.append([i])
         return groups
 
+    def _draw(self, rng: random.Random) -> str:
+        """'mask', 'keep' or 'random', with Google's two coins (and the same random numbers drawn)."""
+        if rng.random() < self.mask_prob:
+            return "mask"
+        return "keep" if rng.random() < self._keep_given_not_mask else "random"
+
     def __call__(self, input_ids: Sequence[int], rng: random.Random) -> tuple[list[int], list[int], list[int]]:
         """Mask one sequence: returns (corrupted ids, sorted masked positions, original ids at those positions)."""
         groups = self.candidates(input_ids)
@@ -174,12 +193,14 @@ class MaskedLMPolicy:
                 break
             if len(chosen) + len(group) > budget:       # a whole word that does not fit is skipped
                 continue
+            if self.per_word_decision:                   # one draw for the whole word
+                action = self._draw(rng)
             for index in group:
-                if rng.random() < self.mask_prob:
+                if not self.per_word_decision:           # Google: one draw per piece
+                    action = self._draw(rng)
+                if action == "mask":
                     output[index] = self.mask_token_id
-                elif rng.random() < self._keep_given_not_mask:
-                    pass                                     # unchanged
-                else:
+                elif action == "random":
                     output[index] = rng.randint(0, self.vocab_size - 1)
                 chosen.append(index)
         chosen.sort()
@@ -294,19 +315,20 @@ def _instances_of_shard(documents, tokenizer_ids, max_seq_length, dupe_factor, s
                                                       rng, masking=masking, stats=stats, **tokenizer_ids)
 
 
-def _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask):
+def _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask,
+                    per_word_decision=False):
     if not static_masking:
         return None
     return MaskedLMPolicy.from_tokenizer(tokenizer, masked_lm_prob=masked_lm_prob,
                                          max_predictions_per_seq=max_predictions_per_seq,
-                                         whole_word_mask=whole_word_mask)
+                                         whole_word_mask=whole_word_mask, per_word_decision=per_word_decision)
 
 
 def create_training_instances(documents: Sequence[Sequence[Sequence[int]]], tokenizer, *, max_seq_length: int = 128,
                               dupe_factor: int = 10, short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15,
                               max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
                               static_masking: bool = True, seed: int = 12345,
-                              stats: Counter | None = None) -> list[TrainingInstance]:
+                              stats: Counter | None = None, per_word_decision: bool = False) -> list[TrainingInstance]:
     """Google's ``create_training_instances`` on already tokenized documents: a shuffled list of instances.
 
     ``documents``: a list of documents, each a list of sentences, each a list of token ids (e.g. the
@@ -317,7 +339,8 @@ def create_training_instances(documents: Sequence[Sequence[Sequence[int]]], toke
     _check_tokenizer(tokenizer)
     _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed)
     rng = random.Random(seed)
-    masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask)
+    masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask,
+                              per_word_decision)
     ids = {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id}
     instances = list(_instances_of_shard(documents, ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng,
                                          stats))
@@ -368,7 +391,8 @@ class _InstanceColumns:
 def iter_training_instances(corpus, tokenizer, *, max_seq_length: int = 128, dupe_factor: int = 10,
                             short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15, max_predictions_per_seq: int = 20,
                             whole_word_mask: bool = False, static_masking: bool = True, seed: int = 12345,
-                            documents_per_shard: int | None = None, num_proc: int | None = None):
+                            documents_per_shard: int | None = None, num_proc: int | None = None,
+                            per_word_decision: bool = False):
     """Yield instances (as dicts) shard by shard, each shard shuffled as Google shuffles one output file.
 
     ``corpus`` is a ``Dataset``/``IterableDataset`` of documents, raw (a ``text`` column, tokenized here with
@@ -377,7 +401,8 @@ def iter_training_instances(corpus, tokenizer, *, max_seq_length: int = 128, dup
     """
     _check_tokenizer(tokenizer)
     _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed)
-    masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask)
+    masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask,
+                              per_word_decision)
     tokenized = _tokenized(corpus, tokenizer, num_proc)
     ids = {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id}
     for k, shard in enumerate(iter_documents(tokenized, documents_per_shard)):
@@ -411,7 +436,8 @@ def create_pretraining_dataset(corpus, tokenizer, *, max_seq_length: int = 128, 
                                short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15,
                                max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
                                static_masking: bool = True, seed: int = 12345, documents_per_shard: int | None = None,
-                               num_proc: int | None = None, stats: Counter | None = None):
+                               num_proc: int | None = None, stats: Counter | None = None,
+                               per_word_decision: bool = False):
     """Build pre-training instances for a whole corpus as a ``datasets.Dataset``.
 
     Columns: ``input_ids``, ``token_type_ids``, ``next_sentence_label`` and, with static masking,
@@ -428,12 +454,14 @@ def create_pretraining_dataset(corpus, tokenizer, *, max_seq_length: int = 128, 
     _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed)
     kwargs = dict(max_seq_length=max_seq_length, dupe_factor=dupe_factor, short_seq_prob=short_seq_prob,
                   masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
-                  whole_word_mask=whole_word_mask, static_masking=static_masking, seed=seed)
+                  whole_word_mask=whole_word_mask, static_masking=static_masking, seed=seed,
+                  per_word_decision=per_word_decision)
     if isinstance(corpus, datasets.IterableDataset):
         return datasets.IterableDataset.from_generator(
             iter_training_instances, gen_kwargs=dict(corpus=corpus, tokenizer=tokenizer,
                                                      documents_per_shard=documents_per_shard or 10_000, **kwargs))
-    masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask)
+    masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask,
+                              per_word_decision)
     tokenized = _tokenized(corpus, tokenizer, num_proc)
     ids = {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id}
     tables = []
@@ -471,7 +499,8 @@ class DataCollatorForPreTraining:
 
     def __init__(self, tokenizer, *, mlm_format: str = "dense", dynamic_masking: bool = False,
                  masked_lm_prob: float = 0.15, max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
-                 mask_prob: float = 0.8, random_prob: float = 0.1, seed: int = 0, pad_to_multiple_of: int | None = None):
+                 mask_prob: float = 0.8, random_prob: float = 0.1, seed: int = 0, pad_to_multiple_of: int | None = None,
+                 per_word_decision: bool = False):
         _check_tokenizer(tokenizer)
         if mlm_format not in ("dense", "sparse"):
             raise ValueError(f"mlm_format must be 'dense' or 'sparse', got {mlm_format!r}")
@@ -487,7 +516,8 @@ class DataCollatorForPreTraining:
         self.masking = (MaskedLMPolicy.from_tokenizer(tokenizer, masked_lm_prob=masked_lm_prob,
                                                       max_predictions_per_seq=max_predictions_per_seq,
                                                       whole_word_mask=whole_word_mask, mask_prob=mask_prob,
-                                                      random_prob=random_prob) if dynamic_masking else None)
+                                                      random_prob=random_prob, per_word_decision=per_word_decision)
+                       if dynamic_masking else None)
         self.rng = random.Random(seed)
         self._worker_seed = None
 

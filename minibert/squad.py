@@ -15,9 +15,18 @@ maps straight back to text. Two conventions differ from Google's and are worth k
   in Google's code it is the distance between the *starts* of two windows. Both give overlapping windows;
   the defaults (384 tokens, stride 128) are the same numbers with different meanings.
 * A token that appears in several windows is only allowed to start an answer in the window where it has the
-  most context on both sides (Google's ``_check_is_max_context``), which we compute from the offsets.
+  most context on both sides (Google's ``_check_is_max_context``), scored by the token's position in the
+  tokenized passage (``passage_start`` of the window plus its index there), never by character offsets:
+  two pieces of one character (a Hangul syllable can be ``ᄀ`` + ``##ᅳ``) share offsets but not positions.
   Questions are not truncated to 64 tokens (SQuAD's are far shorter); answer text is cut from the passage
-  by character offsets rather than Google's whitespace-token realignment (``get_final_text``).
+  by character offsets rather than Google's whitespace-token realignment (``get_final_text``). Offsets
+  cover the combining accents that lower-casing stripped (see minibert.tokenizer), so a cut keeps them.
+
+Training labels: the gold character span is mapped to the first and last token that cover it, then
+tightened to the sub-span whose tokens are exactly the tokenized answer text, as Google's
+``_improve_answer_span`` does: an ``answer_start`` one character off, or a span that runs into a comma,
+still labels just the answer's tokens. Whitespace around the answer text is dropped first (SQuAD has such
+answers; Google drops it by mapping onto whitespace-separated words).
 
 The evaluation is our implementation of the rules of the official SQuAD v1.1 script: both strings are
 lower-cased, punctuation and the articles a/an/the removed and whitespace collapsed; exact match (EM) is
@@ -103,7 +112,9 @@ def prepare_features(examples, tokenizer, *, max_length: int = 384, doc_stride: 
     question and special tokens; ``max_context``, a flag per token (True where this window gives the token
     its most context); and, with ``with_labels``, ``start_positions``/``end_positions``: the token span of
     the first gold answer, or (0, 0) — the [CLS] token — when the answer is not wholly inside the window,
-    as Google does when training on SQuAD v1.1.
+    as Google does when training on SQuAD v1.1 (tightened to the answer's own tokens, see
+    :func:`answer_token_span`); ``passage_start``, the position in the tokenized passage of the window's
+    first passage token (windows share ``doc_stride`` tokens), which the max-context rule scores by.
     """
     if doc_stride >= max_length:
         raise ValueError(f"doc_stride ({doc_stride}) must be smaller than max_length ({max_length})")
@@ -118,32 +129,63 @@ def prepare_features(examples, tokenizer, *, max_length: int = 384, doc_stride: 
             if not answer.get("text") or not answer.get("answer_start"):
                 raise ValueError(f"SQuAD training row {row} (id {examples['id'][row] if 'id' in examples else '?'}) "
                                  f"has no answer; SQuAD v1.1 training needs one per question")
+        golds = [_strip_answer(a["answer_start"][0], a["text"][0]) for a in answers]
+        answer_ids = tokenizer([text for _, text in golds], add_special_tokens=False)["input_ids"]
     features = []
+    previous = None   # (example, passage_start, passage length) of the window before
     for i in range(len(enc["input_ids"])):
         ids, types = list(enc["input_ids"][i]), list(enc["token_type_ids"][i])
         sample = int(enc["overflow_to_sample_mapping"][i])
         # Passage tokens: segment B, minus the final [SEP].
         offsets = [tuple(o) if (t == 1 and tok != sep) else None
                    for tok, t, o in zip(ids, types, enc["offset_mapping"][i])]
+        # Where the window starts in the tokenized passage: windows of one example follow each other and
+        # consecutive ones share doc_stride tokens (the tokenizer's stride).
+        n_passage = sum(o is not None for o in offsets)
+        start = 0 if previous is None or previous[0] != sample else previous[1] + previous[2] - doc_stride
+        previous = (sample, start, n_passage)
         feature = {"input_ids": ids, "token_type_ids": types, "attention_mask": list(enc["attention_mask"][i]),
-                   "example_index": sample, "offset_mapping": offsets}
+                   "example_index": sample, "offset_mapping": offsets, "passage_start": start}
         if with_labels:
             feature["start_positions"], feature["end_positions"] = answer_token_span(
-                offsets, answers[sample]["answer_start"][0], answers[sample]["text"][0])
+                offsets, *golds[sample], input_ids=ids, answer_ids=answer_ids[sample])
         features.append(feature)
     _mark_max_context(features)
     return features
 
 
-def answer_token_span(offsets: Sequence, start_char: int, answer_text: str) -> tuple[int, int]:
+def _strip_answer(start_char: int, answer_text: str) -> tuple[int, str]:
+    """(start, text) without the whitespace around the answer text; the start moves past what was dropped."""
+    stripped = answer_text.lstrip()
+    start_char += len(answer_text) - len(stripped)
+    return start_char, stripped.rstrip()
+
+
+def answer_token_span(offsets: Sequence, start_char: int, answer_text: str, *, input_ids: Sequence[int] | None = None,
+                      answer_ids: Sequence[int] | None = None) -> tuple[int, int]:
     """The (first, last) token of the window covering characters [start_char, start_char + len(answer)),
-    or (0, 0) when the answer is not wholly inside the window's passage tokens."""
+    or (0, 0) when the answer is not wholly inside the window's passage tokens.
+
+    Whitespace around ``answer_text`` is dropped first (``start_char`` moves with it). With the window's
+    ``input_ids`` and the tokenized answer text ``answer_ids`` (no special tokens), the span is then tightened
+    to its outermost sub-span whose ids equal ``answer_ids`` (Google's ``_improve_answer_span``): an
+    ``answer_start`` one character late, inside "Pure", still covers the word "pure" but no longer the comma
+    after "Land". When no sub-span matches (an answer that starts or ends inside a word) the covering span is
+    kept, as in Google's code.
+    """
+    start_char, answer_text = _strip_answer(start_char, answer_text)
     end_char = start_char + len(answer_text)
     ctx = [k for k, o in enumerate(offsets) if o is not None]
     if not ctx or offsets[ctx[0]][0] > start_char or offsets[ctx[-1]][1] < end_char:
         return 0, 0
     start = max(k for k in ctx if offsets[k][0] <= start_char)   # last token starting at or before the answer
     end = min(k for k in ctx if offsets[k][1] >= end_char)       # first token ending at or after it
+    if input_ids is not None and answer_ids is not None:
+        want = list(answer_ids)
+        for s in range(start, end + 1):
+            for e in range(end, s - 1, -1):
+                if list(input_ids[s:e + 1]) == want:
+                    return s, e
     return start, end
 
 
@@ -154,20 +196,28 @@ def span_text(context: str, offsets: Sequence, start: int, end: int) -> str:
     return context[offsets[start][0]:offsets[end][1]]
 
 
+def _passage_positions(feature: dict) -> list[int | None]:
+    """The position in the tokenized passage of each token of a window (None for non-passage tokens)."""
+    out, p = [], feature["passage_start"]
+    for o in feature["offset_mapping"]:
+        out.append(None if o is None else p)
+        p += o is not None
+    return out
+
+
 def _mark_max_context(features: list[dict]) -> None:
     """Google's ``_check_is_max_context``: a passage token shared by several windows counts, for answer
     starts, only in the window where min(tokens to its left, tokens to its right) + 0.01 * window length
-    is largest (the first such window on ties)."""
+    is largest (the first such window on ties). Tokens are told apart by their position in the passage
+    (``passage_start``), as Google indexes them, not by offsets, which pieces of one character share."""
     by_example: dict[int, list[dict]] = collections.defaultdict(list)
     for f in features:
         by_example[f["example_index"]].append(f)
     for feats in by_example.values():
-        # Give each passage token a position in the whole passage, via its character offsets.
-        spans = sorted({o for f in feats for o in f["offset_mapping"] if o is not None})
-        position = {o: k for k, o in enumerate(spans)}
+        positions = [_passage_positions(f) for f in feats]
         best: dict[int, tuple[float, int]] = {}   # passage position -> (score, window number)
-        for w, f in enumerate(feats):
-            doc = [position[o] for o in f["offset_mapping"] if o is not None]
+        for w, doc in enumerate(positions):
+            doc = [p for p in doc if p is not None]
             if not doc:
                 continue
             first, length = doc[0], len(doc)
@@ -175,8 +225,8 @@ def _mark_max_context(features: list[dict]) -> None:
                 score = min(p - first, first + length - 1 - p) + 0.01 * length
                 if p not in best or score > best[p][0]:
                     best[p] = (score, w)
-        for w, f in enumerate(feats):
-            f["max_context"] = [o is not None and best[position[o]][1] == w for o in f["offset_mapping"]]
+        for w, (f, doc) in enumerate(zip(feats, positions)):
+            f["max_context"] = [p is not None and best[p][1] == w for p in doc]
 
 
 # -------------------------------------------------------------------------------------- post-processing

@@ -7,7 +7,8 @@ segments, and a segment embedding (``token_type_ids``) telling A from B. Google'
 
 1. :class:`BasicTokenizer` cleans the text (drops U+0000, U+FFFD and control characters, maps every
    whitespace character to a space), puts spaces around CJK ideographs, lowercases and strips accents
-   (NFD, then drop the non-spacing marks) when ``do_lower_case``, and splits on whitespace and around
+   (NFD, then drop the non-spacing marks) when ``do_lower_case`` (``strip_accents`` can decide the
+   accents separately, with Hugging Face's meaning), and splits on whitespace and around
    every punctuation character (ASCII symbols 33-47, 58-64, 91-96, 123-126 and Unicode P*).
 2. :class:`WordpieceTokenizer` splits each word greedily, longest match first, into vocabulary pieces;
    pieces after the first carry a ``##`` prefix; a word that cannot be split, or is longer than
@@ -43,6 +44,18 @@ because BERT checkpoints are used with it today and the book's tests check parit
   alone in the pure-Python path and not in the fast path.
 * ``max_length`` smaller than or equal to the number of special tokens raises a ValueError (HF silently
   returns the text untruncated or only the special tokens).
+
+Two places where minibert deliberately follows Google and Hugging Face's fast tokenizer differs:
+
+* Pair truncation ``'longest_first'`` removes one token at a time from the longer sequence, from B on a
+  tie (Google's ``_truncate_seq_pair``), so when both are cut A keeps the odd token: "one two three four
+  five" + "six seven eight nine ten" with ``max_length=10`` keeps four words of A and three of B. The Rust
+  ``tokenizers`` library (BertTokenizerFast) gives the odd token to B. Both of minibert's paths use
+  Google's rule (:func:`longest_first_lengths`); this reaches every GLUE pair task.
+* Offsets cover the combining marks that accent stripping removed: in "cafe\u0301" (a decomposed é) the
+  token ``cafe`` spans all five characters, so an answer cut from the text by offsets keeps its accent.
+  Google maps answers through whitespace-separated words and has no such gap; HF's offsets end before the
+  mark.
 """
 from __future__ import annotations
 
@@ -109,13 +122,21 @@ _ASCII_WORDS = re.compile(r"[^\s!-/:-@\[-`{-~]+|[!-/:-@\[-`{-~]")
 class BasicTokenizer:
     """Clean, normalise and split text into words and punctuation (Google's BasicTokenizer).
 
-    ``do_lower_case`` also strips accents (NFD, then drop Mn characters), as in Google's code and in HF's
-    default (``strip_accents=None``); with a cased vocabulary pass ``do_lower_case=False``.
+    ``strip_accents`` (NFD, then drop the non-spacing marks, category Mn) has Hugging Face's meaning: None
+    (default) strips exactly when ``do_lower_case``, as Google's code always does; True or False decide on
+    their own, so ``do_lower_case=True, strip_accents=False`` lowercases and keeps accents (the setting of
+    some published uncased-but-accented models; Google's tokenization.py cannot express it). With a cased
+    vocabulary pass ``do_lower_case=False``.
     """
 
-    def __init__(self, do_lower_case: bool = True, tokenize_chinese_chars: bool = True):
+    def __init__(self, do_lower_case: bool = True, tokenize_chinese_chars: bool = True,
+                 strip_accents: bool | None = None):
+        if strip_accents not in (None, True, False):
+            raise ValueError(f"strip_accents must be None, True or False, got {strip_accents!r}")
         self.do_lower_case = bool(do_lower_case)
         self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
+        self.strip_accents = strip_accents
+        self._strip = self.do_lower_case if strip_accents is None else bool(strip_accents)
         self._cache: dict[str, tuple] = {}   # char -> tuple of (normalised char, class)
 
     def normalize_char(self, ch: str) -> tuple:
@@ -130,8 +151,9 @@ class BasicTokenizer:
             out = ((" ", _SPACE),)
         else:
             chars = ch
-            if self.do_lower_case:   # strip accents first, then lowercase one character at a time (HF)
+            if self._strip:          # strip accents first, then lowercase one character at a time (HF)
                 chars = "".join(c for c in unicodedata.normalize("NFD", ch) if unicodedata.category(c) != "Mn")
+            if self.do_lower_case:
                 chars = "".join(c.lower() for c in chars)
             if self.tokenize_chinese_chars and is_cjk(ch):
                 out = tuple((c, _ALONE) for c in chars)
@@ -275,6 +297,24 @@ def _windows(ids: list, offs: list, max_len: int, stride: int) -> list:
     return out
 
 
+def longest_first_lengths(len_a: int, len_b: int, room: int) -> tuple[int, int]:
+    """How many tokens of A and of B 'longest_first' keeps so that together they fit ``room``.
+
+    Google's ``_truncate_seq_pair`` (run_classifier.py): remove one token at a time from the longer
+    sequence, from B when they are equal. So the longer one shrinks to the shorter one's length, then
+    both shrink together, B first: A gets ``ceil(room / 2)`` and B ``floor(room / 2)``. (The Rust
+    ``tokenizers`` library, and so transformers' fast tokenizers, give the odd token to B instead.)
+    """
+    total = len_a + len_b
+    if total <= room:
+        return len_a, len_b
+    short, long_ = min(len_a, len_b), max(len_a, len_b)
+    if room - short >= short:          # cutting the longer one alone is enough
+        keep_short, keep_long = short, room - short
+        return (keep_short, keep_long) if len_a <= len_b else (keep_long, keep_short)
+    return (room + 1) // 2, room // 2  # both cut to about half; A (cut second on ties) keeps the odd token
+
+
 def _check_text(x, where: str) -> str:
     if isinstance(x, str):
         return x
@@ -293,6 +333,7 @@ class BertTokenizer:
 
     def __init__(self, vocab, do_lower_case: bool = True, max_input_chars_per_word: int = 100,
                  tokenize_chinese_chars: bool = True, model_max_length: int = 512, use_fast: bool = True,
+                 strip_accents: bool | None = None, clean_up_tokenization_spaces: bool = False,
                  unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]"):
         if isinstance(vocab, (str, Path)):
             vocab = load_vocab(vocab)
@@ -313,6 +354,7 @@ class BertTokenizer:
         self.max_input_chars_per_word = int(max_input_chars_per_word)
         self.model_max_length = int(model_max_length)
         self.use_fast = bool(use_fast)
+        self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         for name, tok in specials.items():
             setattr(self, name, tok)
             setattr(self, name + "_id", vocab[tok])
@@ -322,7 +364,8 @@ class BertTokenizer:
         # cut out before cleaning and splitting (Google's tokenizer would split them into "[", "mask", "]").
         self._special_re = re.compile("|".join(re.escape(t) for t in sorted(set(self.all_special_tokens),
                                                                            key=len, reverse=True)))
-        self.basic_tokenizer = BasicTokenizer(do_lower_case, tokenize_chinese_chars)
+        self.basic_tokenizer = BasicTokenizer(do_lower_case, tokenize_chinese_chars, strip_accents)
+        self.strip_accents = self.basic_tokenizer.strip_accents
         self.wordpiece_tokenizer = WordpieceTokenizer(vocab, unk_token, max_input_chars_per_word)
         self._backend = None
 
@@ -332,8 +375,9 @@ class BertTokenizer:
                         **kwargs) -> "BertTokenizer":
         """Load from a vocab.txt or from a directory holding one (and maybe a tokenizer_config.json).
 
-        Options not given are read from the directory's tokenizer_config.json when there is one, and
-        otherwise default to do_lower_case=True, max_input_chars_per_word=100.
+        Options not given are read from the directory's tokenizer_config.json when there is one (also
+        ``strip_accents``, ``clean_up_tokenization_spaces``, ``tokenize_chinese_chars``, ``model_max_length``),
+        and otherwise default to do_lower_case=True, max_input_chars_per_word=100.
         """
         if path is None or not isinstance(path, (str, Path)):
             raise TypeError(f"path must be a directory or a vocab.txt path, got {type(path).__name__}")
@@ -351,11 +395,12 @@ class BertTokenizer:
             do_lower_case = config.get("do_lower_case", True)
         if max_input_chars_per_word is None:
             max_input_chars_per_word = config.get("max_input_chars_per_word", 100)
-        for key in ("tokenize_chinese_chars", "model_max_length"):
+        for key in ("tokenize_chinese_chars", "model_max_length", "strip_accents", "clean_up_tokenization_spaces"):
             if key in config and key not in kwargs:
                 kwargs[key] = config[key]
-        if config.get("strip_accents") not in (None, do_lower_case):
-            raise ValueError("strip_accents different from do_lower_case is not supported (Google ties them)")
+        if kwargs.get("strip_accents") not in (None, True, False):
+            raise ValueError(f"strip_accents must be null, true or false, got {kwargs['strip_accents']!r} "
+                             f"(from {path / 'tokenizer_config.json' if path.is_dir() else 'the arguments'})")
         return cls(load_vocab(vocab_file), do_lower_case=do_lower_case,
                    max_input_chars_per_word=max_input_chars_per_word, **kwargs)
 
@@ -370,7 +415,8 @@ class BertTokenizer:
 
         atomic_write_text(directory / "vocab.txt", "".join(self.ids_to_tokens[i] + "\n" for i in ids))
         config = {"tokenizer_class": "BertTokenizer", "do_lower_case": self.do_lower_case,
-                  "strip_accents": None, "tokenize_chinese_chars": self.tokenize_chinese_chars,
+                  "strip_accents": self.strip_accents, "tokenize_chinese_chars": self.tokenize_chinese_chars,
+                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
                   "max_input_chars_per_word": self.max_input_chars_per_word,
                   "model_max_length": self.model_max_length,
                   "unk_token": self.unk_token, "sep_token": self.sep_token, "pad_token": self.pad_token,
@@ -391,7 +437,7 @@ class BertTokenizer:
                                             max_input_chars_per_word=self.max_input_chars_per_word))
             tk.normalizer = normalizers.BertNormalizer(
                 clean_text=True, handle_chinese_chars=self.tokenize_chinese_chars,
-                strip_accents=self.do_lower_case, lowercase=self.do_lower_case)
+                strip_accents=self.basic_tokenizer._strip, lowercase=self.do_lower_case)
             tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
             tk.add_special_tokens([AddedToken(t, normalized=False) for t in self.all_special_tokens])
             tk.decoder = decoders.WordPiece(prefix="##", cleanup=True)
@@ -435,12 +481,31 @@ class BertTokenizer:
         for piece, s, e in self._pieces(text):
             ids.append(vocab[piece])
             offs.append((s, e))
-        return ids, offs
+        return ids, self._cover_removed_marks(text, offs)
+
+    def _cover_removed_marks(self, text: str, offs: list) -> list:
+        """Extend each token's end over the combining marks (category Mn) right after it that accent stripping
+        removed, so that a span cut from the text keeps them: "cafe\u0301" (decomposed é) is one token
+        ``cafe`` whose span is all five characters, not four. Google gets this through whitespace words;
+        Hugging Face's offsets stop before the mark (a deliberate difference, see the module docstring).
+        A token never extends into the next token's span."""
+        if not self.basic_tokenizer._strip or text.isascii():
+            return offs
+        n = len(text)
+        out = list(offs)
+        for k, (s, e) in enumerate(out):
+            if e >= n or s == e or unicodedata.category(text[e]) != "Mn":
+                continue
+            limit = max(e, out[k + 1][0]) if k + 1 < len(out) else n
+            while e < limit and unicodedata.category(text[e]) == "Mn":
+                e += 1
+            out[k] = (s, e)
+        return out
 
     def _encode_many(self, texts: list[str], use_fast: bool) -> list[tuple[list, list]]:
         if use_fast:
             encs = self.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-            return [(e.ids, e.offsets) for e in encs]
+            return [(e.ids, self._cover_removed_marks(t, e.offsets)) for t, e in zip(texts, encs)]
         return [self._encode_python(t) for t in texts]
 
     def tokenize(self, text: str) -> list[str]:
@@ -480,7 +545,8 @@ class BertTokenizer:
         return out
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
-        """Join pieces into text: '##' pieces glue to the previous one; '.', ',', '?', '!' too (HF's cleanup)."""
+        """Join pieces into text: '##' pieces glue to the previous one; '.', ',', '?', '!' too (the
+        ``tokenizers`` WordPiece decoder's ``cleanup``, which Hugging Face's decode always applies)."""
         parts = []
         for i, t in enumerate(tokens):
             if i > 0:
@@ -490,18 +556,40 @@ class BertTokenizer:
             parts.append(t)
         return "".join(parts)
 
-    def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        """Ids -> text, as Hugging Face's BertTokenizerFast.decode (lowercased, accents gone: lossy)."""
+    # English contractions that the basic tokenizer split around the apostrophe, glued back by decode's
+    # ``clean_up_tokenization_spaces`` (the same replacements, in the same order, as transformers').
+    _CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                 (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+    def decode(self, ids, skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool | None = None) -> str:
+        """Ids -> text (lowercased, accents gone: lossy).
+
+        Pieces are joined as Hugging Face's decode does: '##' pieces glue on and no space is left before
+        '.', ',', '?', '!'. ``clean_up_tokenization_spaces=True`` also removes the spaces that splitting
+        on punctuation put around apostrophes ("don ' t" -> "don't", "he ' s" -> "he's"), as transformers'
+        flag of the same name. None (default) takes the tokenizer's ``clean_up_tokenization_spaces``,
+        which is False unless the constructor or the tokenizer_config.json says otherwise: transformers 5's
+        default, and the only choice that keeps every apostrophe the text had (the clean-up also turns
+        "rock ' n ' roll" into "rock'n'roll" and a quoted "' s '" into "'s'").
+        """
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
         if isinstance(ids, int):
             ids = [ids]
-        return self.convert_tokens_to_string(self.convert_ids_to_tokens(ids, skip_special_tokens))
+        text = self.convert_tokens_to_string(self.convert_ids_to_tokens(ids, skip_special_tokens))
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        if clean_up_tokenization_spaces:
+            for old, new in self._CLEAN_UP:
+                text = text.replace(old, new)
+        return text
 
-    def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
+    def batch_decode(self, sequences, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
         if hasattr(sequences, "tolist"):
             sequences = sequences.tolist()
-        return [self.decode(s, skip_special_tokens) for s in sequences]
+        return [self.decode(s, skip_special_tokens, clean_up_tokenization_spaces) for s in sequences]
 
     def build_inputs_with_special_tokens(self, ids_a: list[int], ids_b: list[int] | None = None) -> list[int]:
         """[CLS] A [SEP] or [CLS] A [SEP] B [SEP] (Section 3, Figure 2)."""
@@ -526,7 +614,8 @@ class BertTokenizer:
         ``text``) or a list of str as long as ``text``. Each example becomes ``[CLS] A [SEP]`` or
         ``[CLS] A [SEP] B [SEP]`` with token_type_ids 0 for the first part and 1 for B and its [SEP].
 
-        ``truncation``: True or 'longest_first' (cut the longer sequence, one token at a time, as HF),
+        ``truncation``: True or 'longest_first' (cut the longer sequence one token at a time, B on a tie:
+        Google's ``_truncate_seq_pair``, which differs from HF's fast tokenizer; see the module docstring),
         'only_first', 'only_second'; None (default) means 'longest_first' when ``max_length`` is given
         without padding, as in HF. ``max_length`` counts the special tokens. With ``stride`` and
         ``return_overflowing_tokens`` the truncated tokens come back as further windows overlapping by
@@ -657,16 +746,7 @@ class BertTokenizer:
         if ids_b is None:   # a single sequence: every strategy cuts it
             return [(w, None) for w in _windows(ids_a, offs_a, room, stride)]
         if strategy == "longest_first":
-            n1, n2 = len(ids_a), len(ids_b)
-            swap = n1 > n2
-            if swap:
-                n1, n2 = n2, n1
-            n2 = n1 if n1 > room else max(n1, room - n1)
-            if n1 + n2 > room:
-                n1 = room // 2
-                n2 = n1 + room % 2
-            if swap:
-                n1, n2 = n2, n1
+            n1, n2 = longest_first_lengths(len(ids_a), len(ids_b), room)
             wa, wb = _windows(ids_a, offs_a, n1, stride), _windows(ids_b, offs_b, n2, stride)
         else:
             to_remove = total - room

@@ -219,3 +219,52 @@ def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask                      # not mkstemp's 0600
+
+
+# ------------------------------------------------------------------------------ untied MLM decoder
+@pytest.mark.parametrize("cls,hf_name", [(BertForMaskedLM, "BertForMaskedLM"),
+                                         (BertForPreTraining, "BertForPreTraining")])
+def test_untied_decoder_from_transformers(tmp_path, cls, hf_name):
+    # The input: transformers saves tie_word_embeddings=False with its own decoder weight; minibert
+    # used to re-tie it to the word embeddings (logits off by ~20, nothing reported).
+    torch.manual_seed(0)
+    hf_config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=64, max_position_embeddings=32, tie_word_embeddings=False)
+    ref = getattr(transformers, hf_name)(hf_config).eval()
+    with torch.no_grad():
+        ref.cls.predictions.decoder.weight.normal_(0.0, 1.0)   # clearly not the embeddings
+    assert ref.cls.predictions.decoder.weight is not ref.bert.embeddings.word_embeddings.weight
+    ref.save_pretrained(tmp_path / "hf")
+    model, info = cls.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert info == {"initialized": [], "ignored": []}
+    assert model.cls.predictions.decoder.weight is not model.bert.embeddings.word_embeddings.weight
+    x = inputs()
+    with torch.no_grad():
+        want = ref(**x).logits if hf_name == "BertForMaskedLM" else ref(**x).prediction_logits
+        got = model(**x).logits if hf_name == "BertForMaskedLM" else model(**x).prediction_logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # Saved untied, and transformers loads it back untied with the same logits.
+    model.save_pretrained(tmp_path / "mb")
+    assert "cls.predictions.decoder.weight" in load_file(str(tmp_path / "mb" / "model.safetensors"))
+    assert json.loads((tmp_path / "mb" / "config.json").read_text())["tie_word_embeddings"] is False
+    back = getattr(transformers, hf_name).from_pretrained(tmp_path / "mb").eval()
+    assert back.cls.predictions.decoder.weight.data_ptr() != back.bert.embeddings.word_embeddings.weight.data_ptr()
+    with torch.no_grad():
+        again = back(**x).logits if hf_name == "BertForMaskedLM" else back(**x).prediction_logits
+    torch.testing.assert_close(again, want, atol=1e-5, rtol=0)
+
+
+def test_untied_decoder_fresh_and_tied_conflict(tmp_path):
+    # Same kind: a fresh minibert model with tie_word_embeddings=False owns its decoder (training one
+    # leaves the embeddings alone), and a tied model given a decoder weight that differs reports it.
+    model = BertForMaskedLM(tiny(tie_word_embeddings=False))
+    dec, emb = model.cls.predictions.decoder.weight, model.bert.embeddings.word_embeddings.weight
+    assert dec is not emb and not torch.equal(dec, emb)
+    assert model.num_parameters() == BertForMaskedLM(tiny()).num_parameters() + VOCAB * 128
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    tied = BertForMaskedLM(tiny())
+    info = load_state_dict_into(tied, state)
+    assert info["ignored"] == ["cls.predictions.decoder.weight"]
+    assert torch.equal(tied.bert.embeddings.word_embeddings.weight, emb)
+    with pytest.raises(ValueError, match="tie_word_embeddings must be true or false"):
+        tiny(tie_word_embeddings="no")

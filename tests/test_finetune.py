@@ -151,6 +151,98 @@ def test_squad_windows_and_offsets(tokenizer):
         assert span_text(ctx, f["offset_mapping"], f["start_positions"], f["end_positions"]) == "topic 23"
 
 
+def _one(question, context, start, text):
+    return {"id": ["x"], "question": [question], "context": [context],
+            "answers": [{"answer_start": [start], "text": [text]}]}
+
+
+def _label_tokens(tokenizer, f):
+    return tokenizer.convert_ids_to_tokens(f["input_ids"][f["start_positions"]:f["end_positions"] + 1])
+
+
+def test_squad_labels_tightened_to_answer_tokens(tokenizer):
+    # The issue's input: answer_start one character late ("ure Land,"): Google's _improve_answer_span gives
+    # the tokens of the answer text, not "pure land ,".
+    ctx = "The Pure Land school, founded by Huiyuan, flourished in China."
+    f = prepare_features(_one("Which school?", ctx, 5, "Pure Land"), tokenizer)[0]
+    assert _label_tokens(tokenizer, f) == ["pure", "land"]
+    # Same kind: the start two characters early (runs into "The") and whitespace around the answer text.
+    f = prepare_features(_one("Who founded it?", ctx, ctx.index("Huiyuan") - 2, "  Huiyuan "), tokenizer)[0]
+    assert _label_tokens(tokenizer, f) == ["hui", "##yuan"]
+    offsets = [None, (0, 3), (4, 8), (9, 13), (13, 14), None]
+    ids = [101, 1996, 5760, 2455, 1010, 102]                      # the pure land ,
+    assert answer_token_span(offsets, 5, "Pure Land") == (2, 4)   # without the ids: the covering span
+    assert answer_token_span(offsets, 5, "Pure Land", input_ids=ids, answer_ids=[5760, 2455]) == (2, 3)
+    assert answer_token_span(offsets, 3, " Pure Land ", input_ids=ids, answer_ids=[5760, 2455]) == (2, 3)
+    # An answer that ends inside a word has no matching sub-span: the covering span stays (Google's too).
+    assert answer_token_span(offsets, 4, "Pure Lan", input_ids=ids, answer_ids=[5760, 17595]) == (2, 3)
+
+
+def test_squad_offsets_keep_combining_accents(tokenizer):
+    # The issue's input: "cafe" + U+0301; the label must not run into "yesterday" and the cut keeps the accent.
+    ctx = "They met at the cafe\u0301 yesterday."
+    ex = _one("Where did they meet?", ctx, ctx.index("cafe"), "cafe\u0301")
+    f = prepare_features(ex, tokenizer)[0]
+    assert _label_tokens(tokenizer, f) == ["cafe"]
+    assert span_text(ctx, f["offset_mapping"], f["start_positions"], f["end_positions"]) == "cafe\u0301"
+    width = len(f["input_ids"])
+    starts, ends = np.zeros((1, width)), np.zeros((1, width))
+    starts[0, f["start_positions"]] = ends[0, f["end_positions"]] = 9.0
+    assert postprocess_predictions([{"id": "x", "context": ctx}], [f], starts, ends)["x"] == "cafe\u0301"
+    # Same kind: two marks between the pieces of one word, on both paths: "naive" covers them.
+    text = "naive\u0308\u0301ly fine"
+    for fast in (False, True):
+        enc = tokenizer([text], return_offsets_mapping=True, use_fast=fast)
+        pieces = tokenizer.convert_ids_to_tokens(enc["input_ids"][0])[1:-1]
+        spans = [text[a:b] for a, b in enc["offset_mapping"][0][1:-1]]
+        assert "".join(p.lstrip("#") for p in pieces) == "naivelyfine"
+        assert "".join(spans) == "naive\u0308\u0301lyfine"
+
+
+def _google_max_context(spans, position):
+    """Google's _check_is_max_context over doc spans (start, length) in passage token positions."""
+    best, best_span = None, None
+    for k, (start, length) in enumerate(spans):
+        if not start <= position < start + length:
+            continue
+        score = min(position - start, start + length - 1 - position) + 0.01 * length
+        if best is None or score > best:
+            best, best_span = score, k
+    return best_span
+
+
+def _check_max_context_is_googles(tokenizer, ex, max_length, doc_stride):
+    feats = prepare_features(ex, tokenizer, max_length=max_length, doc_stride=doc_stride)
+    passage = tokenizer(ex["context"][0], add_special_tokens=False)["input_ids"]
+    # Google's doc spans: each max_tokens_for_doc long, starting every (length - shared) tokens.
+    room = len(feats[0]["input_ids"]) - len(tokenizer(ex["question"][0])["input_ids"]) - 1
+    spans, start = [], 0
+    while True:
+        spans.append((start, min(room, len(passage) - start)))
+        if start + room >= len(passage):
+            break
+        start += room - doc_stride
+    assert len(spans) == len(feats)
+    wrong = 0
+    for k, (f, (start, length)) in enumerate(zip(feats, spans)):
+        doc = [t for t, o in zip(f["input_ids"], f["offset_mapping"]) if o is not None]
+        assert f["passage_start"] == start and doc == passage[start:start + length]
+        flags = [m for m, o in zip(f["max_context"], f["offset_mapping"]) if o is not None]
+        wrong += sum(flag != (_google_max_context(spans, start + j) == k) for j, flag in enumerate(flags))
+    return len(spans), wrong
+
+
+def test_squad_max_context_by_token_position(tokenizer):
+    # The issue's input: each Hangul syllable is two pieces with the same offsets (jamo after NFD).
+    ex = _one("누구?", " ".join(["그"] * 10), 0, "그")
+    assert tokenizer.tokenize("그") == ["ᄀ", "##ᅳ"]
+    assert _check_max_context_is_googles(tokenizer, ex, 16, 4) == (4, 0)
+    # Same kind: syllables of two and three jamo pieces (one character each), other window sizes.
+    ex = _one("어디?", "나는 한국 사람 " * 5 + "끝", 0, "한국")
+    n_windows, wrong = _check_max_context_is_googles(tokenizer, ex, 23, 5)
+    assert n_windows > 3 and wrong == 0
+
+
 def test_squad_round_trip_real_data(tokenizer):
     ds = load_dataset("squad", "validation").select(range(60))
     feats = prepare_features(ds, tokenizer, max_length=128, doc_stride=32)
@@ -195,7 +287,7 @@ def test_ner_label_alignment(tokenizer):
                                                    "tower", "1996", "-", "08", "-", "22", "[SEP]"]
     assert word_ids == [None, 0, 1, 2, 3, 3, 3, 4, 5, 5, 5, 5, 5, None]
     assert align_labels(word_ids, tags) == [-100, 1, 0, 0, 5, -100, -100, 6, 0, -100, -100, -100, -100, -100]
-    assert align_labels(word_ids, tags, label_all_tokens=True)[4:7] == [5, 5, 5]
+    assert align_labels(word_ids, tags, label_all_tokens=True)[4:7] == [5, 6, 6]     # B-LOC I-LOC I-LOC
     # Truncation keeps whole leading sub-tokens only; words past the cut get no token.
     ids, word_ids = tokenize_words(words, tokenizer, max_seq_length=6)
     assert len(ids) == 6 and word_ids == [None, 0, 1, 2, 3, None]
@@ -207,6 +299,23 @@ def test_ner_label_alignment(tokenizer):
     assert word_predictions(logits, [{"word_ids": word_ids, "num_words": 3}]) == [[2, 0, 1]]
     with pytest.raises(ValueError, match="out of range"):
         align_labels([None, 0, 1], [3])
+
+
+def test_label_all_tokens_continues_b_with_i(tokenizer):
+    # The issue's input: "Johanson" is johan ##son; B-PER on the first piece, I-PER (not B-PER) on the second.
+    names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+    ids, word_ids = tokenize_words(["Johanson", "visited", "Zurich"], tokenizer)
+    assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "johan", "##son", "visited", "zurich", "[SEP]"]
+    assert align_labels(word_ids, [1, 0, 5], label_all_tokens=True, label_names=names) == [-100, 1, 2, 0, 5, -100]
+    assert align_labels(word_ids, [1, 0, 5], label_all_tokens=True) == [-100, 1, 2, 0, 5, -100]   # CoNLL default
+    # Same kind: another tag set (WNUT-style order), an I- word and a tag without an I- form stay as they are.
+    other = ["O", "B-corporation", "I-corporation", "B-person", "I-person", "B-date"]
+    ids, word_ids = tokenize_words(["Eiffel", "Johanson", "Tuesday"], tokenizer)
+    assert word_ids == [None, 0, 0, 0, 1, 1, 2, None]
+    assert align_labels(word_ids, [3, 4, 5], label_all_tokens=True, label_names=other) == \
+        [-100, 3, 4, 4, 4, 4, 5, -100]
+    with pytest.raises(ValueError, match="not in label_names"):
+        align_labels(word_ids, [3, 4, 9], label_all_tokens=True, label_names=other)
 
 
 def test_ner_metrics_golden():

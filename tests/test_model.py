@@ -472,3 +472,35 @@ def test_inputs_embeds_and_multiple_choice_shapes():
     mc = BertForMultipleChoice(tiny()).eval()
     out = mc(**batch(choices=4), labels=torch.tensor([0, 3, 2]))
     assert out.logits.shape == (B, 4) and out.loss.ndim == 0
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_loss_is_zero_not_nan_without_labelled_positions(sparse):
+    # The input: BertForMaskedLM with every label -100 gave NaN (PyTorch's 0/0); Google's
+    # sum / (sum(weights) + 1e-5) gives 0. Same for every head that averages over chosen positions.
+    from minibert.model import BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering, BertForTokenClassification
+    torch.manual_seed(0)
+    config = BertConfig.from_preset("tiny", vocab_size=50, max_position_embeddings=16)
+    ids = torch.randint(5, 50, (2, 8))
+    none = torch.full((2, 3) if sparse else (2, 8), -100)
+    pos = dict(masked_lm_positions=torch.tensor([[1, 2, 3], [1, 2, 0]])) if sparse else {}
+    mlm = BertForMaskedLM(config)
+    out = mlm(ids, labels=none, **pos)
+    assert out.loss.item() == 0.0
+    out.loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in mlm.parameters())
+    pre = BertForPreTraining(config)(ids, labels=none, next_sentence_label=torch.tensor([-100, -100]), **pos)
+    assert pre.loss.item() == 0.0
+    # With labels the value is still the plain mean (PyTorch's cross_entropy).
+    some = none.clone()
+    some[0, 1] = 7
+    some[1, 2] = 9
+    out = mlm(ids, labels=some, **pos)
+    ref = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 50), some.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(out.loss, ref, atol=1e-6, rtol=1e-6)
+    # Same kind: token classification with no labelled token, QA with every position out of range.
+    tagger = BertForTokenClassification(config.replace(num_labels=3))
+    assert tagger(ids, labels=torch.full((2, 8), -100)).loss.item() == 0.0
+    qa = BertForQuestionAnswering(config)
+    far = torch.tensor([99, 99])
+    assert qa(ids, start_positions=far, end_positions=far).loss.item() == 0.0

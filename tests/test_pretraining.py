@@ -1,6 +1,7 @@
 """Pre-training data: corpus handling, instance creation (Google's create_pretraining_data.py), masking, collator,
 metrics. Statistics are checked on thousands of instances built from the real local corpora."""
 import math
+import random
 from collections import Counter
 
 import datasets
@@ -435,3 +436,55 @@ def test_dense_and_sparse_batches_give_the_same_model_loss(tok, real_instances):
     r_d, r_s = m_d.compute(), m_s.compute()
     assert r_d["mlm_accuracy"] == r_s["mlm_accuracy"] and r_d["nsp_accuracy"] == r_s["nsp_accuracy"]
     assert r_d["mlm_accuracy"] == masked_lm_accuracy(out_d.prediction_logits, dense["labels"])
+
+
+def _mixed_words(tok, instances):
+    """(chosen multi-piece words, those whose pieces got different treatments: [MASK] / random / unchanged)."""
+    cont = [t.startswith("##") for t in tok.convert_ids_to_tokens(list(range(len(tok.vocab))))]
+    words = mixed = 0
+    for x in instances:
+        original = list(x.input_ids)
+        for p, i in zip(x.masked_lm_positions, x.masked_lm_ids):
+            original[p] = i
+        masked = set(x.masked_lm_positions)
+        for p in sorted(masked):
+            if cont[original[p]] and p - 1 in masked:
+                continue                                  # not the first piece of a word
+            group = [p]
+            while group[-1] + 1 < len(original) and cont[original[group[-1] + 1]] and group[-1] + 1 in masked:
+                group.append(group[-1] + 1)
+            if len(group) < 2:
+                continue
+            kinds = {"mask" if x.input_ids[q] == tok.mask_token_id else
+                     "keep" if x.input_ids[q] == original[q] else "random" for q in group}
+            words += 1
+            mixed += len(kinds) > 1
+    return words, mixed
+
+
+def test_whole_word_masking_per_piece_by_default_per_word_as_option(tok, real_docs):
+    # The issue's kind: Google's code draws 80/10/10 for each piece of a chosen word, so words come out half
+    # masked; that stays the default (the golden Google instances above). per_word_decision=True draws once.
+    kw = dict(dupe_factor=1, whole_word_mask=True, seed=3)
+    google = create_training_instances(real_docs[:300], tok, **kw)
+    words, mixed = _mixed_words(tok, google)
+    assert (words, mixed) == (330, 129)
+    per_word = create_training_instances(real_docs[:300], tok, per_word_decision=True, **kw)
+    words, mixed = _mixed_words(tok, per_word)
+    assert words > 300 and mixed == 0
+    n_masked = sum(x.input_ids.count(tok.mask_token_id) for x in per_word)
+    assert 0.75 < n_masked / sum(len(x.masked_lm_positions) for x in per_word) < 0.85   # still 80% [MASK]
+    # Second input: dynamic masking in the collator, on other documents.
+    from minibert.pretraining import MaskedLMPolicy
+    policy = MaskedLMPolicy.from_tokenizer(tok, whole_word_mask=True, per_word_decision=True, masked_lm_prob=0.5)
+    rng = random.Random(0)
+    ids = tok("Johanson visited Zurich and Huiyuan unaffably")["input_ids"]   # [CLS] ... [SEP]
+    seen_mixed = 0
+    for _ in range(200):
+        out, positions, labels = policy(ids, rng)
+        for a, b in zip(positions, positions[1:]):
+            if b == a + 1 and tok.convert_ids_to_tokens(ids[b]).startswith("##"):
+                seen_mixed += (out[a] == tok.mask_token_id) != (out[b] == tok.mask_token_id)
+    assert seen_mixed == 0
+    with pytest.raises(ValueError, match="per_word_decision=True needs whole_word_mask=True"):
+        MaskedLMPolicy.from_tokenizer(tok, per_word_decision=True)

@@ -60,10 +60,20 @@ def corpora():
     return {name: list(load_dataset(name, "train")["text"]) for name in ("wikipedia_summaries", "books")}
 
 
+def _with_marks_covered(tok, texts, ref):
+    """HF's offsets with minibert's one deliberate change: a token's span extends over the combining marks
+    (Mn) right after it that accent stripping removed (HF ends it before them)."""
+    out = []
+    for text, offs in zip(texts, ref["offset_mapping"]):
+        offs = [tuple(o) for o in offs]
+        out.append(offs[:1] + tok._cover_removed_marks(text, offs[1:-1]) + offs[-1:])
+    return {**ref, "offset_mapping": out}
+
+
 @pytest.mark.parametrize("name", ["wikipedia_summaries", "books"])
 def test_corpus_parity_every_document(tok, hf, corpora, name):
     docs = corpora[name]
-    ref = hf(docs, return_offsets_mapping=True)
+    ref = _with_marks_covered(tok, docs, hf(docs, return_offsets_mapping=True))
     fast = tok(docs, return_offsets_mapping=True)                  # batches take the fast path
     _same(fast, ref)
     slow = tok(docs, return_offsets_mapping=True, use_fast=False)   # pure Python, all of it
@@ -253,8 +263,56 @@ def test_squad_windows_only_second(tok, hf, squad_pairs):
         assert max(map(len, ref["input_ids"])) == max_length
 
 
+def _google_truncate_pair(a, b, room):
+    """Google's run_classifier._truncate_seq_pair, written out: pop from the longer list, from B on a tie."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) > room:
+        (a if len(a) > len(b) else b).pop()
+    return a, b
+
+
+def test_pair_truncation_is_googles(tok):
+    # The issue's input: the odd token goes to A, as in Google's _truncate_seq_pair (HF's fast tokenizer gives
+    # it to B: "[CLS] one two three [SEP] six seven eight nine [SEP]").
+    want = ["[CLS]", "one", "two", "three", "four", "[SEP]", "six", "seven", "eight", "[SEP]"]
+    for fast in (False, True):
+        got = tok(["one two three four five"], ["six seven eight nine ten"], truncation="longest_first",
+                  max_length=10, use_fast=fast)
+        assert tok.convert_ids_to_tokens(got["input_ids"][0]) == want
+    # A second input of the kind: A is the shorter one and B must shrink below it.
+    got = tok("a b c", "d e f g h i j", truncation=True, max_length=8)
+    assert tok.convert_ids_to_tokens(got["input_ids"]) == ["[CLS]", "a", "b", "c", "[SEP]", "d", "e", "[SEP]"]
+
+
+def test_pair_truncation_both_paths_random_pairs(tok, squad_pairs):
+    # Random pairs: the fast and the pure-Python path agree with each other and with Google's rule.
+    rng = random.Random(12)
+    for _ in range(150):
+        q, c = rng.choice(squad_pairs)
+        a, b = (c[: rng.randint(0, 400)], q) if rng.random() < 0.5 else (q, c[: rng.randint(0, 400)])
+        max_length = rng.randint(4, 120)
+        fast = tok([a], [b], truncation="longest_first", max_length=max_length)
+        slow = tok(a, b, truncation="longest_first", max_length=max_length, use_fast=False)
+        assert fast["input_ids"][0] == slow["input_ids"]
+        assert fast["token_type_ids"][0] == slow["token_type_ids"]
+        ta, tb = _google_truncate_pair(tok(a, add_special_tokens=False)["input_ids"],
+                                       tok(b, add_special_tokens=False)["input_ids"], max_length - 3)
+        assert slow["input_ids"] == [tok.cls_token_id, *ta, tok.sep_token_id, *tb, tok.sep_token_id]
+
+
+def test_longest_first_lengths_closed_form():
+    from minibert.tokenizer import longest_first_lengths
+    for la in range(0, 14):
+        for lb in range(0, 14):
+            for room in range(1, 30):
+                ta, tb = _google_truncate_pair(range(la), range(lb), room)
+                assert longest_first_lengths(la, lb, room) == (len(ta), len(tb)), (la, lb, room)
+
+
 @pytest.mark.parametrize("strategy", ["longest_first", "only_first", "only_second", True])
 def test_random_pairs_with_truncation(tok, hf, squad_pairs, strategy):
+    # HF's fast tokenizer splits an odd room between A and B the other way round ('longest_first'): there we
+    # compare the kept window with Google's rule and the overflow windows only on pairs where the two agree.
     rng = random.Random(0)
     for _ in range(40):
         q, c = rng.choice(squad_pairs)
@@ -269,8 +327,16 @@ def test_random_pairs_with_truncation(tok, hf, squad_pairs, strategy):
             with pytest.raises(ValueError):
                 tok([a], [b], **kw)
             continue
-        _same(tok([a], [b], **kw), ref, keys=("input_ids", "token_type_ids", "overflow_to_sample_mapping"))
-        _same(tok(a, b, use_fast=False, **kw), ref, keys=("input_ids", "token_type_ids"))
+        got = tok([a], [b], **kw)
+        _same(tok(a, b, use_fast=False, **kw), got, keys=("input_ids", "token_type_ids"))
+        if strategy in ("longest_first", True):
+            ids_a, ids_b = (tok(x, add_special_tokens=False)["input_ids"] for x in (a, b))
+            ta, tb = _google_truncate_pair(ids_a, ids_b, max_length - 3)
+            assert got["input_ids"][0] == [tok.cls_token_id, *ta, tok.sep_token_id, *tb, tok.sep_token_id]
+            room = max_length - 3
+            if len(ids_a) + len(ids_b) > room and room % 2 and min(len(ids_a), len(ids_b)) > room // 2:
+                continue   # both cut, odd room: HF gives the odd token to B
+        _same(got, ref, keys=("input_ids", "token_type_ids", "overflow_to_sample_mapping"))
 
 
 def test_longest_first_overflow_order_matches_hf(tok, hf):
@@ -320,6 +386,20 @@ def test_decode_matches_hf(tok, hf, corpora):
         assert tok.decode(ids) == hf.decode(ids)
         assert tok.decode(ids, skip_special_tokens=True) == hf.decode(ids, skip_special_tokens=True)
     assert tok.decode(tok("Unaffable, isn't it?")["input_ids"], skip_special_tokens=True) == "unaffable, isn ' t it?"
+
+
+def test_decode_clean_up_tokenization_spaces(tok, hf, corpora):
+    ids = tok("I don't know, he's here.")["input_ids"]
+    assert tok.decode(ids, skip_special_tokens=True) == "i don ' t know, he ' s here."   # default: False
+    assert tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True) == "i don't know, he's here."
+    ids = tok("I'm sure they've gone; you're not, aren't you?")["input_ids"]
+    assert tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True) == \
+        "i'm sure they've gone ; you're not, aren't you?"
+    for doc in corpora["books"][:300:7]:
+        ids = hf(doc[:400])["input_ids"]
+        assert tok.decode(ids, clean_up_tokenization_spaces=True) == hf.decode(ids, clean_up_tokenization_spaces=True)
+    cleaned = BertTokenizer(_vocab_dict(), clean_up_tokenization_spaces=True)
+    assert cleaned.batch_decode([ids]) == [hf.decode(ids, clean_up_tokenization_spaces=True)]
 
 
 def test_ids_tokens_roundtrip(tok):
@@ -460,3 +540,53 @@ def test_special_tokens_in_text_stay_whole_as_in_hugging_face():
         assert got["input_ids"][0] == want["input_ids"]
         assert [tuple(o) for o in got["offset_mapping"][0]] == [tuple(o) for o in want["offset_mapping"]]
     assert tok.tokenize("[mask]") == ["[", "mask", "]"]
+
+
+# -------------------------------------------------------------------------------------------------
+# strip_accents apart from do_lower_case (transformers' meaning)
+
+@pytest.mark.parametrize("lower,strip", [(True, False), (False, True), (True, True), (False, False)])
+def test_strip_accents_separately_matches_hf(lower, strip, corpora):
+    ref = transformers.BertTokenizerFast(vocab=_vocab_dict(), do_lower_case=lower, strip_accents=strip)
+    tok = BertTokenizer(_vocab_dict(), do_lower_case=lower, strip_accents=strip)
+    texts = ["Ich möchte Kaffee.", "Ça coûte trop cher, Señor Müller!", "ΣΊΣΥΦΟΣ café\u0301 Ōsaka"]
+    texts += corpora["wikipedia_summaries"][:400:9]
+    want = ref(texts, return_offsets_mapping=True)
+    if strip:
+        want = _with_marks_covered(tok, texts, want)
+    _same(tok(texts, return_offsets_mapping=True), want)
+    _same(tok(texts, return_offsets_mapping=True, use_fast=False), want)
+
+
+def test_lowercase_keeping_accents(tok, tmp_path):
+    # The issue's input: a tokenizer_config.json with do_lower_case true and strip_accents false loads
+    # (it raised ValueError) and lower-cases with the accent kept.
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "strip_accents": False}))
+    (tmp_path / "vocab.txt").write_text(open(vocab_path(), encoding="utf-8").read(), encoding="utf-8")
+    accented = BertTokenizer.from_pretrained(tmp_path)
+    assert accented.basic_tokenizer.tokenize("Ich möchte Kaffee.") == ["ich", "möchte", "kaffee", "."]
+    assert tok.basic_tokenizer.tokenize("Ich möchte Kaffee.") == ["ich", "mochte", "kaffee", "."]  # Google's default
+    ref = transformers.BertTokenizer(vocab=_vocab_dict(), do_lower_case=True, strip_accents=False)
+    assert accented.tokenize("Ich möchte Kaffee.") == ref.tokenize("Ich möchte Kaffee.")
+    # Same kind: capitals with accents, and a save/load round trip keeps the setting (transformers too).
+    assert accented.basic_tokenizer.tokenize("ÉCOLE Élysée") == ["école", "élysée"]
+    accented.save_pretrained(tmp_path / "saved")
+    assert BertTokenizer.from_pretrained(tmp_path / "saved").strip_accents is False
+    hf_loaded = transformers.AutoTokenizer.from_pretrained(tmp_path / "saved")
+    assert hf_loaded.tokenize("ÉCOLE Élysée") == accented.tokenize("ÉCOLE Élysée")
+    with pytest.raises(ValueError, match="strip_accents must be"):
+        BertTokenizer(_vocab_dict(), strip_accents="yes")
+
+
+def test_offsets_cover_removed_combining_marks(tok):
+    # The issue's input: decomposed é after "cafe"; the token's span covers U+0301 on both paths.
+    text = "They met at the cafe\u0301 yesterday."
+    for fast in (False, True):
+        enc = tok([text], return_offsets_mapping=True, use_fast=fast)
+        spans = [text[a:b] for a, b in enc["offset_mapping"][0][1:-1]]
+        assert spans == ["They", "met", "at", "the", "cafe\u0301", "yesterday", "."]
+    # Same kind: a mark at the end of a text and one before punctuation; never past the next token.
+    text = "Zoe\u0308, Noe\u0308l\u0301"
+    for fast in (False, True):
+        enc = tok([text], return_offsets_mapping=True, use_fast=fast)
+        assert [text[a:b] for a, b in enc["offset_mapping"][0][1:-1]] == ["Zoe\u0308", ",", "Noe\u0308l\u0301"]
