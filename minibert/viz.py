@@ -36,9 +36,14 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+import matplotlib
 import torch
+from matplotlib.figure import Figure
 
-__all__ = ["AttentionInput", "get_attention", "head_view", "model_view", "plot_attention"]
+__all__ = ["AttentionInput", "BOOK_DPI", "BookFigure", "book_style", "get_attention", "head_view", "model_view", "new_figure",
+           "plot_attention"]
+
+BOOK_DPI = 150        # dots per inch of the book's figures: a 9-inch figure is 1350 px, sharp in the column
 
 # The tag bertviz 1.4 puts in front of every view; we replace it with a conditional loader.
 _REQUIRE_CDN = "https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.6/require.min.js"
@@ -206,31 +211,55 @@ def model_view(model: torch.nn.Module, tokenizer, text: str, text_pair: str | No
     return html
 
 
-def _figure_class():
-    from matplotlib.figure import Figure
+def book_style(dpi: int = BOOK_DPI) -> None:
+    """Make every matplotlib figure drawn from now on sharp in the book: ``figure.dpi`` and ``savefig.dpi``.
 
-    class AttentionFigure(Figure):
-        """A Figure that shows itself as a PNG in IPython without going through pyplot."""
+    A chapter calls it once, after ``import matplotlib.pyplot as plt`` (IPython's inline backend sends
+    PNGs at the figure's dpi, so the setting must be in place before figures are created). At the
+    default 100 dpi a 9-inch figure is 900 pixels, and the browser scales a wider figure down into the
+    column, so 7-point text ends up about 6 pixels high; at 150 dpi the same text has half again as many
+    pixels. Only the resolution changes: sizes in inches and points, and so the layout, stay as they are.
+    """
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not 50 <= dpi <= 600:
+        raise ValueError(f"dpi must be a number between 50 and 600, got {dpi!r}")
+    matplotlib.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi})
 
-        def _repr_png_(self) -> bytes:
-            buf = io.BytesIO()
-            self.savefig(buf, format="png")
-            return buf.getvalue()
 
-    return AttentionFigure
+class BookFigure(Figure):
+    """A Figure that shows itself as a PNG in IPython without going through pyplot."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png")
+        return buf.getvalue()
 
 
-def plot_attention(attn, tokens: Sequence[str], heads: Sequence[int] | None = None, ncols: int = 4,
-                   title: str | None = None, cmap: str = "viridis", max_width: float = 15.0):
+def new_figure(figsize: tuple[float, float], dpi: float | None = None, **kwargs):
+    """A ``matplotlib.figure.Figure`` outside pyplot that IPython shows as a PNG.
+
+    Not registered with pyplot: no global state, nothing to close; in a notebook it shows when it is the
+    last expression of a cell or passed to ``display``. ``dpi`` defaults to the larger of
+    :data:`BOOK_DPI` and ``rcParams["figure.dpi"]``.
+    """
+    if dpi is None:
+        dpi = max(BOOK_DPI, matplotlib.rcParams["figure.dpi"])
+    return BookFigure(figsize=figsize, dpi=dpi, **kwargs)
+
+
+def plot_attention(attn, tokens: Sequence[str], heads: Sequence[int] | None = None, ncols: int | None = None,
+                   title: str | None = None, cmap: str = "viridis", max_width: float = 9.0):
     """A grid of heatmaps, one per head: row i, column j is how much query token i attends to key token j.
 
     ``attn`` is one layer's attention, (A, S, S), (1, A, S, S) or a single head's (S, S); a tensor or array.
     ``heads`` picks heads to draw (default all), ``ncols`` panels per row, ``max_width`` the figure's
-    width limit in inches. Returns a ``matplotlib.figure.Figure`` with exactly one
-    axes per drawn head (no colour bar: every cell is a probability in [0, 1] and all panels share that
-    scale). The figure is not registered with pyplot (no global state, nothing to close): in a notebook it
-    shows as a PNG when it is the last expression of a cell or passed to ``display``; save it with
-    ``fig.savefig``.
+    width limit in inches (9, the book's column, by default). Returns a ``matplotlib.figure.Figure`` with
+    exactly one axes per drawn head (no colour bar: every cell is a probability in [0, 1] and all panels
+    share that scale). The panels share their axes: the tokens label the rows of the left column and the
+    columns of the lowest panel in each column, in a font as large as the cells allow (at most 9 points).
+    Without ``ncols`` the grid has as many columns (at most 4) as keep the labels at 9 points. The figure
+    is drawn at :data:`BOOK_DPI` and is not registered with pyplot (no global state, nothing to close): in
+    a notebook it shows as a PNG when it is the last expression of a cell or passed to ``display``; save
+    it with ``fig.savefig``.
     """
     if isinstance(attn, (list, tuple)):
         raise TypeError("attn must be one layer's attention tensor (A, S, S); "
@@ -251,20 +280,39 @@ def plot_attention(attn, tokens: Sequence[str], heads: Sequence[int] | None = No
     if len(tokens) != s_q:
         raise ValueError(f"attn covers {s_q} positions but {len(tokens)} tokens were given")
     heads = _check_indices("heads", heads, num_heads, "heads") or list(range(num_heads))
-    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+    if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1):
         raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+    if isinstance(max_width, bool) or not isinstance(max_width, (int, float)) or max_width < 3:
+        raise ValueError(f"max_width must be at least 3 (inches), got {max_width!r}")
 
+    longest = max((len(t) for t in tokens), default=1)
+
+    def layout(n: int) -> tuple[float, float, float]:
+        # Panel side (inches), label font (points) and label margin (inches) for n columns.
+        side = min(0.17 * s_q + 0.5, 4.0)
+        font = 9.0
+        for _ in range(3):                      # the margin depends on the font, the font on the side
+            margin = 0.62 * font / 72 * longest + 0.12
+            side = min(side, (max_width - margin - 0.12 * (n - 1)) / n)
+            font = max(5.0, min(9.0, math.floor(side * 72 / max(s_q, 1) * 0.85 * 2) / 2))
+        return side, font, margin
+
+    if ncols is None:
+        fits = [n for n in range(1, min(4, len(heads)) + 1) if layout(n)[1] >= 9.0]
+        ncols = max(fits) if fits else 1
     ncols = min(ncols, len(heads))
     nrows = math.ceil(len(heads) / ncols)
-    side = min(max(2.0, 0.17 * s_q + 1.0), max_width / ncols)   # inches per panel, labels included
-    fontsize = 7 if (side - 1.0) / max(s_q, 1) >= 0.12 else 5
-    fig = _figure_class()(figsize=(side * ncols, side * nrows + (0.4 if title else 0.0)), layout="constrained")
+    side, fontsize, margin = layout(ncols)
+    size = (margin + ncols * side + 0.12 * (ncols - 1) + 0.1,
+            margin + nrows * (side + 0.3) + (0.35 if title else 0.0))
+    fig = new_figure(size, layout="constrained")
     for k, h in enumerate(heads):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         ax.imshow(attn[h].numpy(), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(f"head {h}", fontsize=9)
-        ax.set_xticks(range(s_q), tokens, rotation=90, fontsize=fontsize)
-        ax.set_yticks(range(s_q), tokens, fontsize=fontsize)
+        bottom = k + ncols >= len(heads)          # no panel below this one
+        ax.set_xticks(range(s_q), tokens if bottom else [], rotation=90, fontsize=fontsize)
+        ax.set_yticks(range(s_q), tokens if k % ncols == 0 else [], fontsize=fontsize)
         ax.tick_params(length=0)
     if title:
         fig.suptitle(title, fontsize=11)
