@@ -1,7 +1,8 @@
 # minibert: two commands do everything from a fresh clone.
 #   make book   set up, execute every chapter, render HTML to _build/html (fails on any warning or cell error)
 #   make test   set up, run the unit tests and every chapter through nbval
-# Other targets: setup, render (HTML from stored outputs, no execution), notebooks (refresh stored outputs).
+# Other targets: setup, render (HTML from stored outputs, no execution), notebooks (refresh stored outputs),
+#   format (the chapters' code at the column's width).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -29,7 +30,7 @@ NOTEBOOKS ?= $(sort $(wildcard chapters/*.ipynb))
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
 JB_FLAGS := -W -n --keep-going --all
 
-.PHONY: book test setup render notebooks assets clean
+.PHONY: book test setup render notebooks assets format clean
 book: setup assets
 	$(BIN)/python scripts/check_assets.py assets/vendor
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
@@ -67,6 +68,10 @@ notebooks: setup
 	    --ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
 	  echo "$$nb: $$(( $$(date +%s) - start )) s"; \
 	done
+
+# Format the chapters' code cells at the book's column width (line-length 88, pyproject.toml).
+format: setup
+	$(BIN)/ruff format chapters/*.ipynb
 
 clean:
 	rm -rf _build .pytest_cache _config.render.yml assets/vendor/.done assets/vendor.partial
