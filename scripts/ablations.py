@@ -69,15 +69,16 @@ def machine() -> dict:
 def load_results(path: Path, scale) -> dict:
     from minibert.ablations import scale_dict
 
+    settings = json.loads(json.dumps(scale_dict(scale)))     # as the file holds them (lists, not tuples)
     if not path.exists():
-        return {"schema": SCHEMA, "scale": scale.name, "scale_settings": scale_dict(scale), "runs": {}}
+        return {"schema": SCHEMA, "scale": scale.name, "scale_settings": settings, "runs": {}}
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise SystemExit(f"--out {path}: not a JSON file ({e}); move it away or choose another --out") from None
     if results.get("schema") != SCHEMA or not isinstance(results.get("runs"), dict):
         raise SystemExit(f"--out {path}: not an ablations results file of schema {SCHEMA}")
-    if results.get("scale") != scale.name or results.get("scale_settings") != scale_dict(scale):
+    if results.get("scale") != scale.name or results.get("scale_settings") != settings:
         raise SystemExit(f"--out {path} holds runs of scale {results.get('scale')!r} with other settings than "
                          f"--scale {scale.name}: choose another --out to keep the budgets apart")
     return results
@@ -104,7 +105,7 @@ def summary_line(key: str, run: dict) -> str:
     for name, m in ft.items():
         value = m.get("f1") if name.startswith("conll") else m.get("accuracy")
         parts.append(f"{name} {value:.3f}")
-    parts.append(f"{run['seconds']:.0f} s")
+    parts.append(f"{run['seconds']:.0f} s ({run['cpu_seconds']:.0f} s CPU)")
     return "  ".join(parts)
 
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     # A fine-tuning model starts with new heads: minibert.checkpoint says so for every run; that is expected here.
-    logging.getLogger("minibert.checkpoint").setLevel(logging.ERROR)
+    logging.getLogger("minibert").setLevel(logging.ERROR)
 
     from minibert.ablations import SCALES, finetune_plan, finetune_variant, load_documents, pretrain_variant, \
         recipe_dict, variants_for
@@ -152,13 +153,14 @@ def main(argv: list[str] | None = None) -> dict:
                                                                                    else argv)])
     for name, seed in todo:
         recipe = variants[name]
-        start, started = time.perf_counter(), now()
+        start, cpu_start, started = time.perf_counter(), time.process_time(), now()
         model, pre = pretrain_variant(recipe, scale, seed, tokenizer, train_docs, held_out_docs)
         ft = finetune_variant(model, recipe, scale, seed, tokenizer)
         key = f"{name}/seed{seed}"
         run = {"variant": name, "seed": seed, "recipe": recipe_dict(recipe),
                "size": list(recipe.size or scale.size), "pretrain": pre, "finetune": ft,
-               "seconds": time.perf_counter() - start, "started": started, "finished": now(),
+               "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+               "started": started, "finished": now(),
                "command": command, "machine": machine()}
         results["runs"][key] = run
         results.update(command=command, machine=run["machine"], updated=run["finished"])
