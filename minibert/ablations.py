@@ -43,6 +43,10 @@ class Recipe:
     ``dynamic_masking``: masks drawn anew for every batch (RoBERTa) instead of once when the data is built.
     ``mask_prob``/``random_prob``: shares of the chosen tokens replaced by [MASK] and by a random token; the rest
     stay the same (Table 8's MASK, RND and SAME columns). ``size``: (L, H, A) in place of the scale's model.
+    ``ltr_all_positions`` (of :meth:`collator` and :class:`Scale`): the LTR model scores every next token, as
+    the paper's does; otherwise it scores as many positions per sequence as the masked LM predicts (a deviation
+    that gives both objectives the same number of predictions and the same softmax cost per step: on one CPU
+    core, scoring all 64 positions makes an LTR step about five times slower than an MLM step).
     ``source``: where the variant comes from.
     """
     name: str
@@ -95,10 +99,13 @@ class Recipe:
                                          mask_prob=mix[0], random_prob=mix[1])
         return [x.to_dict() for x in made]          # unmasked: empty masked_lm_positions / masked_lm_ids
 
-    def collator(self, tokenizer, *, max_predictions: int, seed: int, evaluation: bool = False):
+    def collator(self, tokenizer, *, max_predictions: int, seed: int, evaluation: bool = False,
+                 ltr_all_positions: bool = False):
         """The batch builder: Google's sparse MLM format (masks drawn here when dynamic), or next-token labels."""
-        if self.objective == "ltr":
-            return DataCollatorForCausalLM(tokenizer)
+        if self.objective == "ltr":   # training: as many scored positions as the masked LM; evaluation: all
+            return DataCollatorForCausalLM(tokenizer, seed=seed,
+                                           max_predictions_per_seq=None if evaluation or ltr_all_positions
+                                           else max_predictions)
         dynamic = self.dynamic_masking and not evaluation
         return DataCollatorForPreTraining(tokenizer, mlm_format="sparse", dynamic_masking=dynamic,
                                           max_predictions_per_seq=max_predictions, mask_prob=self.mask_prob,
@@ -160,6 +167,7 @@ class Scale:
     ner_train_sentences: int = 1000          # CoNLL-2003, feature-based (Table 8's last column)
     ner_eval_sentences: int = 500
     ner_epochs: int = 3
+    ltr_all_positions: bool = False          # the LTR model scores every next token (see Recipe)
     device: str = "cpu"
 
     @property
@@ -184,11 +192,11 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     Scale("mini", size=(4, 256, 4), sizes=((2, 256, 4), (4, 256, 4), (8, 256, 4), (4, 512, 8)), steps=20000,
           batch_size=128, max_seq_length=128, lr=5e-4, max_documents=None, dupe_factor=5, eval_batches=50,
           ft_train_examples=20000, ft_epochs=3, ft_lr=5e-5, ner_train_sentences=14041, ner_eval_sentences=3250,
-          ner_epochs=5, device="cuda"),
+          ner_epochs=5, ltr_all_positions=True, device="cuda"),
     Scale("small", size=(4, 512, 8), sizes=((2, 512, 8), (4, 512, 8), (8, 512, 8), (4, 768, 12)), steps=40000,
           batch_size=128, max_seq_length=128, lr=3e-4, max_documents=None, dupe_factor=5, eval_batches=50,
           ft_train_examples=67349, ft_epochs=3, ft_lr=3e-5, ner_train_sentences=14041, ner_eval_sentences=3250,
-          ner_epochs=5, device="cuda"),
+          ner_epochs=5, ltr_all_positions=True, device="cuda"),
 ]}
 
 
@@ -245,7 +253,8 @@ class _Counting:
 def pretrain_variant(recipe: Recipe, scale: Scale, seed: int, tokenizer, train_docs, held_out_docs):
     """Pre-train ``recipe`` at ``scale``; returns (model, metrics).
 
-    metrics: ``steps``, ``tokens`` (non-padding tokens trained on), ``train_instances``, ``seconds``, the
+    metrics: ``seconds`` and ``cpu_seconds`` (all threads), ``steps``, ``tokens`` (non-padding tokens trained
+    on), ``train_instances``, the
     held-out ``mlm_loss`` and ``mlm_perplexity`` = exp(mlm_loss) (80/10/10 static masks in the recipe's own
     input format) and ``mlm_acc``, ``nsp_acc`` where there is NSP or SOP; for the LTR model ``ltr_loss`` and
     ``ltr_perplexity`` (next-token, over all tokens: not comparable with the masked-LM perplexity).
@@ -253,12 +262,13 @@ def pretrain_variant(recipe: Recipe, scale: Scale, seed: int, tokenizer, train_d
     from .config import BertConfig
     from .train import Batches, DistInfo, TrainConfig, Trainer, evaluate, set_seed
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     data_seed = 12345 + seed
     common = dict(max_seq_length=scale.max_seq_length, max_predictions=scale.max_predictions)
     train = recipe.instances(train_docs, tokenizer, seed=data_seed, dupe_factor=scale.dupe_factor, **common)
     held_out = recipe.instances(held_out_docs, tokenizer, seed=data_seed + 1, evaluation=True, **common)
-    collate = _Counting(recipe.collator(tokenizer, max_predictions=scale.max_predictions, seed=seed))
+    collate = _Counting(recipe.collator(tokenizer, max_predictions=scale.max_predictions, seed=seed,
+                                        ltr_all_positions=scale.ltr_all_positions))
     set_seed(seed)
     layers, hidden, heads = recipe.size or scale.size
     config = BertConfig(vocab_size=len(tokenizer.vocab), num_hidden_layers=layers, hidden_size=hidden,
@@ -284,7 +294,7 @@ def pretrain_variant(recipe: Recipe, scale: Scale, seed: int, tokenizer, train_d
         metrics.update(mlm_loss=ev["mlm_loss"], mlm_perplexity=math.exp(ev["mlm_loss"]), mlm_acc=ev.get("mlm_acc"))
         if "nsp_acc" in ev:
             metrics["nsp_acc"] = ev["nsp_acc"]
-    metrics["seconds"] = time.perf_counter() - start
+    metrics.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start)
     return model.cpu(), metrics
 
 
@@ -300,7 +310,7 @@ def finetune_variant(model, recipe: Recipe, scale: Scale, seed: int, tokenizer) 
     with tempfile.TemporaryDirectory(prefix="minibert-ablation-") as folder:
         model.save_pretrained(folder)
         for task, head in finetune_plan(recipe):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             key = task if head == "linear" else f"{task}_{head}"
             if head == "features":
                 metrics = _ner_feature_based(folder, scale, seed, tokenizer, device)
@@ -313,7 +323,7 @@ def finetune_variant(model, recipe: Recipe, scale: Scale, seed: int, tokenizer) 
                                     lr=scale.ft_lr, epochs=scale.ft_epochs, batch_size=scale.ft_batch_size,
                                     seed=seed, device=device)
                 metrics = dict(out["metrics"], num_train=out["num_train"], num_eval=out["num_eval"])
-            metrics["seconds"] = time.perf_counter() - start
+            metrics.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start)
             results[key] = metrics
     return results
 

@@ -783,6 +783,11 @@ class BertLMHeadModel(BertPreTrainedModel):
     ``labels`` (B, S) are usually the ``input_ids`` with -100 at padding; the model shifts them (the logits at
     position t are scored against ``labels[:, t + 1]``), so the loss is the mean next-token cross-entropy and
     exp(loss) the perplexity per predicted token.
+
+    ``prediction_positions`` (B, P), optional: score only these positions (the head runs on P vectors, like
+    the sparse MLM head); ``labels`` are then (B, P), the token that *follows* each position, -100 for
+    padding. Not in the paper, whose LTR model scores every token: it lets a small budget give the LTR model
+    as many predictions per step as the masked LM (:class:`minibert.pretraining.DataCollatorForCausalLM`).
     """
 
     def __init__(self, config: BertConfig):
@@ -795,10 +800,20 @@ class BertLMHeadModel(BertPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
-                return_dict=True) -> CausalLMOutput:
+                inputs_embeds=None, labels=None, prediction_positions=None, output_attentions=False,
+                output_hidden_states=False, return_dict=True) -> CausalLMOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                         output_attentions, output_hidden_states)
+        if prediction_positions is not None:                                      # sparse: (B, P, V)
+            logits = self.cls(gather_positions(out.last_hidden_state, prediction_positions))
+            loss = None
+            if labels is not None:
+                if tuple(labels.shape) != tuple(logits.shape[:2]):
+                    raise ValueError(f"labels have shape {tuple(labels.shape)} but prediction_positions "
+                                     f"{tuple(logits.shape[:2])}")
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                       ignore_index=-100)
+            return CausalLMOutput(loss, logits, out.hidden_states, out.attentions)
         logits = self.cls(out.last_hidden_state)                                  # (B, S, V)
         loss = None
         if labels is not None:

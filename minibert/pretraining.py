@@ -667,14 +667,28 @@ class DataCollatorForCausalLM:
     Takes unmasked instances (``static_masking=False``; single segments, ``sentence_task="none"``, as the paper's
     LTR model has no NSP) and returns ``input_ids``, ``token_type_ids``, ``attention_mask`` (B, S) padded on the
     right, and ``labels`` (B, S) = ``input_ids`` with -100 at padding; the model shifts them by one position.
+
+    ``max_predictions_per_seq`` (default None: every position): score only as many positions per sequence as
+    the masked LM would predict there, ``min(max_predictions_per_seq, max(1, round(n * masked_lm_prob)))`` for
+    n tokens, drawn uniformly from the positions that have a next token, with a ``random.Random(seed)``. The
+    batch then has ``prediction_positions`` (B, P) and ``labels`` (B, P), the tokens that follow them (-100 as
+    padding). Not in the paper (its LTR model scores every token): it equalises the predictions and the
+    vocabulary-softmax cost per step of the LTR and MLM models when compute is the budget.
     """
 
-    def __init__(self, tokenizer, *, pad_to_multiple_of: int | None = None):
+    def __init__(self, tokenizer, *, pad_to_multiple_of: int | None = None, max_predictions_per_seq: int | None = None,
+                 masked_lm_prob: float = 0.15, seed: int = 0):
         _check_tokenizer(tokenizer)
         if pad_to_multiple_of is not None:
             _check_int("pad_to_multiple_of", pad_to_multiple_of, 1)
+        if max_predictions_per_seq is not None:
+            _check_int("max_predictions_per_seq", max_predictions_per_seq, 1)
+        _check_prob("masked_lm_prob", masked_lm_prob, low_open=True)
         self.pad_token_id = tokenizer.pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.max_predictions_per_seq = max_predictions_per_seq
+        self.masked_lm_prob = masked_lm_prob
+        self.rng = random.Random(seed)
 
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         if not features:
@@ -693,9 +707,23 @@ class DataCollatorForCausalLM:
             attention_mask[b, :len(ids)] = 1
             if "token_type_ids" in f:
                 token_type_ids[b, :len(ids)] = torch.as_tensor(f["token_type_ids"], dtype=torch.long)
-        labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)          # (B, S)
-        return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
-                "labels": labels}
+        batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+        if self.max_predictions_per_seq is None:
+            batch["labels"] = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)   # (B, S)
+            return batch
+        chosen = []
+        for ids in rows:
+            k = min(self.max_predictions_per_seq, max(1, int(round(len(ids) * self.masked_lm_prob))), len(ids) - 1)
+            chosen.append(sorted(self.rng.sample(range(len(ids) - 1), max(k, 0))))
+        P = max(1, max(len(c) for c in chosen))
+        positions = torch.zeros((B, P), dtype=torch.long)                          # (B, P)
+        labels = torch.full((B, P), IGNORE_INDEX, dtype=torch.long)                # (B, P)
+        for b, (ids, c) in enumerate(zip(rows, chosen)):
+            positions[b, :len(c)] = torch.tensor(c, dtype=torch.long)
+            labels[b, :len(c)] = torch.tensor([ids[p + 1] for p in c], dtype=torch.long)
+        batch["prediction_positions"] = positions
+        batch["labels"] = labels
+        return batch
 
 
 # ============================================================================================ metrics

@@ -263,3 +263,27 @@ def test_recipes_are_documented_and_checked():
         Recipe("x", objective="rtl", source="-")
     with pytest.raises(ValueError, match="left-to-right model has no sentence task"):
         Recipe("x", objective="ltr", sentence_task="nsp", source="-")
+
+
+def test_ltr_sparse_positions_score_the_same_as_the_dense_loss(tok):
+    """DataCollatorForCausalLM(max_predictions_per_seq=k): as many scored positions as the masked LM, each
+    labelled with the token that follows it; the model's loss there equals the dense loss at those positions."""
+    torch.manual_seed(4)
+    feats = [{"input_ids": [tok.cls_token_id, *range(2000, 2000 + n), tok.sep_token_id]} for n in (60, 30, 5)]
+    batch = DataCollatorForCausalLM(tok, max_predictions_per_seq=8, seed=3)(feats)
+    positions, labels = batch["prediction_positions"], batch["labels"]
+    counts = (labels != -100).sum(1).tolist()
+    assert counts == [8, 5, 1]                       # min(8, max(1, round(0.15 n))) for n = 62, 32, 7 tokens
+    ids = batch["input_ids"]
+    for b in range(3):
+        for p, y in zip(positions[b, :counts[b]].tolist(), labels[b, :counts[b]].tolist()):
+            assert p + 1 < batch["attention_mask"][b].sum() and ids[b, p + 1] == y
+    config = BertConfig.from_preset("tiny", vocab_size=len(tok.vocab), is_decoder=True, hidden_dropout_prob=0.0,
+                                    attention_probs_dropout_prob=0.0)
+    model = BertLMHeadModel(config).eval()
+    with torch.no_grad():
+        sparse = model(**batch).loss
+        dense = model(ids, attention_mask=batch["attention_mask"]).logits          # (B, S, V)
+        picked = torch.stack([dense[b, p] for b in range(3) for p in positions[b, :counts[b]].tolist()])
+        expected = torch.nn.functional.cross_entropy(picked, labels[labels != -100])
+    assert abs(sparse.item() - expected.item()) < 1e-5
