@@ -254,10 +254,10 @@ def pretrain_variant(recipe: Recipe, scale: Scale, seed: int, tokenizer, train_d
     """Pre-train ``recipe`` at ``scale``; returns (model, metrics).
 
     metrics: ``seconds`` and ``cpu_seconds`` (all threads), ``steps``, ``tokens`` (non-padding tokens trained
-    on), ``train_instances``, the
-    held-out ``mlm_loss`` and ``mlm_perplexity`` = exp(mlm_loss) (80/10/10 static masks in the recipe's own
-    input format) and ``mlm_acc``, ``nsp_acc`` where there is NSP or SOP; for the LTR model ``ltr_loss`` and
-    ``ltr_perplexity`` (next-token, over all tokens: not comparable with the masked-LM perplexity).
+    on), ``train_instances``, the held-out ``mlm_loss`` and ``mlm_perplexity`` = exp(mlm_loss) (80/10/10
+    static masks in the recipe's own input format) and ``mlm_acc``, ``nsp_acc`` where there is NSP or SOP
+    (for SOP it is the sentence-order accuracy); for the LTR model ``ltr_loss`` and ``ltr_perplexity``
+    (next-token, over all tokens: not comparable with the masked-LM perplexity).
     """
     from .config import BertConfig
     from .train import Batches, DistInfo, TrainConfig, Trainer, evaluate, set_seed

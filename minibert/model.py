@@ -542,6 +542,7 @@ class BertModel(BertPreTrainedModel):
     pooler reads the *last non-padding token* (right padding assumed) instead of [CLS], which under a causal
     mask sees nothing but itself. This is how OpenAI GPT, which the paper's LTR model is designed to match,
     classifies a sequence: from the final token's representation (Radford et al. 2018, Section 3.3).
+    Hugging Face's pooler reads [CLS] even when ``is_decoder`` is set: there the two differ.
     """
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True, init_weights: bool = True):
