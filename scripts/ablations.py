@@ -11,7 +11,8 @@ the machine, the times) and one line is printed; a second invocation skips the r
     python scripts/ablations.py --scale mini --out results/ablations_mini.json   # on a GPU
     python scripts/ablations.py --scale book --variants bert,no_nsp --seeds 0,1
 
-A results file holds one scale: pointing a run at a file of another scale is an error.
+A results file holds one scale: pointing a run at a file of another scale is an error. Without the Hugging Face
+hub, point ``MINIBERT_DATA`` at the local data mirror (e.g. ``MINIBERT_DATA=../shared/data``).
 """
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's minibert, from any folder
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))                 # this checkout's minibert, from any folder
 
 SCHEMA = 1
-DEFAULT_OUT = Path("results") / "ablations.json"
+DEFAULT_OUT = ROOT / "results" / "ablations.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="book", choices=sorted(SCALES), help="budget of every run (default: book)")
     p.add_argument("--variants", default=None, help="comma-separated variant names (default: all)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"results file (default: {DEFAULT_OUT})")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="results file (default: results/ablations.json)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     p.add_argument("--dry-run", action="store_true", help="list the runs to do and exit")
     return p
