@@ -1,7 +1,6 @@
 """The options behind the paper's ablations (Devlin et al. 2019, Section 5, Tables 5, 6 and 8) and what came after
 BERT (RoBERTa's recipe, ALBERT's sentence-order prediction): each option's defining property on real data."""
 import math
-import random
 from collections import Counter
 
 import datasets
