@@ -49,6 +49,11 @@ class BertConfig:
     ``num_labels``, ``id2label``/``label2id``, ``problem_type`` and ``classifier_dropout`` (which the task
     heads read) and ``attn_implementation`` ("sdpa" for ``F.scaled_dot_product_attention``, "eager" for
     the explicit softmax(QK^T/sqrt(d) + mask) V that can return the attention probabilities).
+
+    ``is_decoder=True`` makes self-attention causal (left-to-right): the "LTR" model of the paper's ablation
+    (Devlin et al. 2019, Section 5.1, Table 5: "a left-context-only model", like OpenAI GPT). Same name and
+    meaning as Hugging Face's ``BertConfig.is_decoder`` (minibert has no cross-attention, so nothing else
+    changes); the pooler then reads the last non-padding token instead of [CLS] (see ``BertModel``).
     """
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -74,6 +79,9 @@ class BertConfig:
     # The MLM decoder is the word-embedding matrix (Google's get_masked_lm_output); False gives the decoder
     # its own weight, as transformers does for a config.json with "tie_word_embeddings": false.
     tie_word_embeddings: bool = True
+    # Left-to-right (causal) self-attention: position t attends to positions <= t only. Hugging Face's name
+    # (its BertModel applies the same causal mask when is_decoder=True). The paper's "LTR & No NSP" ablation.
+    is_decoder: bool = False
     # Keys of a config.json that minibert does not use but keeps, so a round trip loses nothing.
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -117,6 +125,8 @@ class BertConfig:
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(f"BertConfig.attn_implementation={self.attn_implementation!r} is not "
                              f"supported; choose one of {ATTN_IMPLEMENTATIONS}")
+        if not isinstance(self.is_decoder, bool):
+            raise ValueError(f"BertConfig.is_decoder must be a bool, got {self.is_decoder!r}")
         if self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"BertConfig.problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}")
         if not (isinstance(self.initializer_range, (int, float)) and self.initializer_range > 0):

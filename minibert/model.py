@@ -43,6 +43,7 @@ __all__ = [
     "BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification",
     "BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice",
     "BertPreTrainedModel", "extended_attention_mask", "keep_mask", "additive_mask",
+    "BertLMHeadModel", "BertWithBiLSTMForSequenceClassification", "causal_keep_mask", "last_token_index",
 ]
 
 
@@ -85,6 +86,14 @@ class BertForPreTrainingOutput(ModelOutput):
 class MaskedLMOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor = None                     # (B, S, V), or (B, P, V) with masked_lm_positions
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class CausalLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None                # mean next-token cross-entropy
+    logits: torch.Tensor = None                     # (B, S, V): at position t, the scores for token t + 1
     hidden_states: tuple | None = None
     attentions: tuple | None = None
 
@@ -152,6 +161,25 @@ def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     masked score plus finfo(fp16).min rounds to -inf.
     """
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def causal_keep_mask(seq_len: int, device=None) -> torch.Tensor:
+    """bool (1, 1, S, S), True on and below the diagonal: query t may attend to keys 0..t (left to right).
+
+    Combined (``&``) with :func:`keep_mask` when ``config.is_decoder``; as in Hugging Face's decoder mask and
+    OpenAI GPT. Every row keeps at least its own position, so no row is ever fully masked.
+    """
+    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()[None, None]
+
+
+def last_token_index(attention_mask: torch.Tensor | None, batch: int, seq_len: int, device=None) -> torch.Tensor:
+    """(B,) index of each sequence's last non-padding token (S - 1 without a mask). Assumes right padding,
+    as every minibert collator pads; a sequence that is all padding gives 0."""
+    if attention_mask is None:
+        return torch.full((batch,), seq_len - 1, dtype=torch.long, device=device)
+    if attention_mask.dim() != 2:
+        raise ValueError(f"a left-to-right model needs a (B, S) attention_mask, got {tuple(attention_mask.shape)}")
+    return (attention_mask.long().sum(dim=1) - 1).clamp(min=0)
 
 
 def extended_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -344,7 +372,11 @@ class BertEncoder(nn.Module):
 
 
 class BertPooler(nn.Module):
-    """tanh(W h_[CLS] + b): the sequence summary used by NSP and classification (Section 3, Figure 1's C)."""
+    """tanh(W h_[CLS] + b): the sequence summary used by NSP and classification (Section 3, Figure 1's C).
+
+    It reads position 0. A left-to-right model (``config.is_decoder``) has ``BertModel`` pass it the last
+    non-padding token's vector instead, the only one that has seen the whole input.
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -517,7 +549,15 @@ def _check_ids(input_ids, inputs_embeds, dims: int = 2, config: BertConfig | Non
 
 # ======================================================================================= models
 class BertModel(BertPreTrainedModel):
-    """The bare encoder: embeddings, ``num_hidden_layers`` blocks and (optionally) the pooler."""
+    """The bare encoder: embeddings, ``num_hidden_layers`` blocks and (optionally) the pooler.
+
+    With ``config.is_decoder`` (the paper's left-to-right ablation, Section 5.1, Table 5) every block uses a
+    causal mask (:func:`causal_keep_mask`), so the output at position t depends on tokens 0..t only, and the
+    pooler reads the *last non-padding token* (right padding assumed) instead of [CLS], which under a causal
+    mask sees nothing but itself. This is how OpenAI GPT, which the paper's LTR model is designed to match,
+    classifies a sequence: from the final token's representation (Radford et al. 2018, Section 3.3).
+    Hugging Face's pooler reads [CLS] even when ``is_decoder`` is set: there the two differ.
+    """
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True, init_weights: bool = True):
         super().__init__(config)
@@ -539,9 +579,18 @@ class BertModel(BertPreTrainedModel):
                 raise ValueError(f"{name} has shape {tuple(t.shape)} but input_ids has shape {shape}")
         embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, S, H)
         keep = None if attention_mask is None else keep_mask(attention_mask)                     # (B, 1, 1, S)
+        if self.config.is_decoder:                                 # left to right: (B or 1, 1, S, S)
+            causal = causal_keep_mask(shape[1], embedding_output.device)
+            keep = causal if keep is None else keep & causal
         sequence_output, hidden_states, attentions = self.encoder(
             embedding_output, keep, output_attentions, output_hidden_states)                     # (B, S, H)
-        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None       # (B, H)
+        pooled_output = None
+        if self.pooler is not None and self.config.is_decoder:
+            last = last_token_index(attention_mask, shape[0], shape[1], sequence_output.device)  # (B,)
+            rows = torch.arange(shape[0], device=sequence_output.device)
+            pooled_output = self.pooler(sequence_output[rows, last].unsqueeze(1))               # (B, H)
+        elif self.pooler is not None:
+            pooled_output = self.pooler(sequence_output)                                          # (B, H)
         return BaseModelOutputWithPooling(sequence_output, pooled_output, hidden_states, attentions)
 
 
@@ -755,3 +804,109 @@ class BertForMultipleChoice(BertPreTrainedModel):
         logits = self.classifier(self.dropout(out.pooler_output)).view(-1, num_choices)  # (B, C)
         loss = cross_entropy_over_labelled(logits, labels) if labels is not None else None
         return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+# ======================================================================================= ablation models
+class BertLMHeadModel(BertPreTrainedModel):
+    """A left-to-right language model on BERT's architecture: the paper's "LTR & No NSP" (Section 5.1, Table 5).
+
+    The same encoder with a causal mask (``config.is_decoder=True``, required) and the same MLM head
+    (``cls.predictions``, tied to the word embeddings), trained to predict token t + 1 at every position t:
+    "a standard Left-to-Right (LTR) LM, rather than an MLM", on the same data, with no NSP. Name and head
+    as Hugging Face's ``BertLMHeadModel`` (no pooler), so its weights load into a causal
+    ``BertForSequenceClassification`` for fine-tuning, which stays causal "as the paper did".
+
+    ``labels`` (B, S) are usually the ``input_ids`` with -100 at padding; the model shifts them (the logits at
+    position t are scored against ``labels[:, t + 1]``), so the loss is the mean next-token cross-entropy and
+    exp(loss) the perplexity per predicted token.
+
+    ``prediction_positions`` (B, P), optional: score only these positions (the head runs on P vectors, like
+    the sparse MLM head); ``labels`` are then (B, P), the token that *follows* each position, -100 for
+    padding. Not in the paper, whose LTR model scores every token: it lets a small budget give the LTR model
+    as many predictions per step as the masked LM (:class:`minibert.pretraining.DataCollatorForCausalLM`).
+    """
+
+    def __init__(self, config: BertConfig):
+        if not config.is_decoder:
+            raise ValueError("BertLMHeadModel needs BertConfig(is_decoder=True): without the causal mask the "
+                             "token to predict is visible in the input")
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False, init_weights=False)
+        self.cls = BertOnlyMLMHead(config)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, prediction_positions=None, output_attentions=False,
+                output_hidden_states=False, return_dict=True) -> CausalLMOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_attentions, output_hidden_states)
+        if prediction_positions is not None:                                      # sparse: (B, P, V)
+            logits = self.cls(gather_positions(out.last_hidden_state, prediction_positions))
+            loss = None
+            if labels is not None:
+                if tuple(labels.shape) != tuple(logits.shape[:2]):
+                    raise ValueError(f"labels have shape {tuple(labels.shape)} but prediction_positions "
+                                     f"{tuple(logits.shape[:2])}")
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                       ignore_index=-100)
+            return CausalLMOutput(loss, logits, out.hidden_states, out.attentions)
+        logits = self.cls(out.last_hidden_state)                                  # (B, S, V)
+        loss = None
+        if labels is not None:
+            if tuple(labels.shape) != tuple(logits.shape[:2]):
+                raise ValueError(f"labels have shape {tuple(labels.shape)} but input_ids {tuple(logits.shape[:2])}")
+            shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()        # (B * (S-1), V)
+            loss = F.cross_entropy(shifted, labels[:, 1:].reshape(-1), ignore_index=-100)
+        return CausalLMOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class BertWithBiLSTMForSequenceClassification(BertPreTrainedModel):
+    """The "+ BiLSTM" row of Table 5 (Section 5.1): a randomly initialised BiLSTM on top of the encoder for
+    fine-tuning, then a linear classifier on the concatenated last forward and last backward LSTM states.
+
+    The paper added it to the LTR model to give it back some right context at fine-tuning time; the encoder
+    stays as configured (causal for an LTR checkpoint), the BiLSTM sees the whole sequence. Shapes: input
+    (B, S) -> encoder (B, S, H) -> BiLSTM over the non-padding tokens, ``lstm_hidden_size`` per direction
+    (``config.extra["lstm_hidden_size"]``, default H / 2) -> logits (B, num_labels). Loss: cross-entropy
+    for integer labels, MSE when ``num_labels == 1``. The LSTM keeps PyTorch's initialisation,
+    U(-1/sqrt(h), 1/sqrt(h)), instead of BERT's truncated normal. No pooler (it is not used).
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False, init_weights=False)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        hidden = int(config.extra.get("lstm_hidden_size", max(1, config.hidden_size // 2)))
+        self.lstm = nn.LSTM(config.hidden_size, hidden, batch_first=True, bidirectional=True)
+        self.classifier = nn.Linear(2 * hidden, config.num_labels)
+        self.post_init()
+
+    @torch.no_grad()
+    def init_parameter(self, module: nn.Module, name: str) -> None:
+        if isinstance(module, nn.LSTM):
+            bound = 1.0 / math.sqrt(module.hidden_size)
+            getattr(module, name).uniform_(-bound, bound)
+        else:
+            super().init_parameter(module, name)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
+                return_dict=True) -> SequenceClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                        output_attentions, output_hidden_states)
+        sequence = self.dropout(out.last_hidden_state)                              # (B, S, H)
+        batch, seq_len = sequence.shape[:2]
+        lengths = last_token_index(attention_mask, batch, seq_len, sequence.device) + 1   # (B,)
+        packed = nn.utils.rnn.pack_padded_sequence(sequence, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)                                             # h_n (2, B, h)
+        final = torch.cat([h_n[0], h_n[1]], dim=-1)                                 # (B, 2h): forward, backward
+        logits = self.classifier(self.dropout(final))                               # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.float().reshape(labels.shape), labels.float())
+            else:
+                loss = F.cross_entropy(logits.float(), labels.view(-1))
+        return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)

@@ -27,6 +27,22 @@ repeated ``dupe_factor`` times with different masks) or *dynamic* (at batch time
 :class:`DataCollatorForPreTraining`, as RoBERTa and Hugging Face's DataCollatorForLanguageModeling do, but with
 the same fixed ``num_to_predict`` rule instead of an independent coin per token).
 
+The sentence-level task is a parameter, ``sentence_task`` (for the ablations of Section 5.1, Table 5, and what
+came after BERT):
+
+* ``"nsp"`` (default): Google's segment pairs and next sentence prediction, as above.
+* ``"none"``: no NSP. Each instance is one segment, ``[CLS] sentences [SEP]`` with segment ids all 0, packed
+  with whole sentences of one document up to ``max_seq_length - 2`` tokens (RoBERTa's DOC-SENTENCES, Liu et al.
+  2019, Section 4.2; the paper's "No NSP" row); ``next_sentence_label`` is -100 (ignored), and the collator then
+  passes no NSP labels, so the model is trained with the masked LM loss alone. The same instances (unmasked)
+  feed the left-to-right model (:class:`DataCollatorForCausalLM`).
+* ``"sop"``: ALBERT's sentence-order prediction (Lan et al. 2020, Section 3.1; google-research/albert
+  ``create_pretraining_data.py``): A and B are always consecutive text of one document, swapped with probability
+  0.5 (label 1 = swapped, 0 = in order). Where ALBERT's script takes B from another document for a
+  one-sentence chunk, minibert splits that sentence at a random token instead, so every label is an order label.
+
+The masking mixture (``mask_prob``, ``random_prob``; Appendix C.2, Table 8) is a parameter of every builder.
+
 Where minibert deviates from Google:
 
 * fewer than two documents is an error (Google would silently take the "random" segment from the same document);
@@ -51,10 +67,11 @@ __all__ = [
     "TrainingInstance", "MaskedLMPolicy", "truncate_seq_pair", "create_instances_from_document",
     "create_training_instances", "create_pretraining_dataset", "iter_training_instances",
     "DataCollatorForPreTraining", "masked_lm_accuracy", "next_sentence_accuracy", "accuracy_counts",
-    "PretrainingMetrics", "IGNORE_INDEX",
+    "PretrainingMetrics", "IGNORE_INDEX", "SENTENCE_TASKS", "DataCollatorForCausalLM",
 ]
 
 IGNORE_INDEX = -100   # label of positions that carry no masked-LM loss (PyTorch's cross_entropy default)
+SENTENCE_TASKS = ("nsp", "none", "sop")   # see the module docstring
 
 
 @dataclass
@@ -67,6 +84,7 @@ class TrainingInstance:
     input_ids: list[int]
     token_type_ids: list[int]
     next_sentence_label: int                     # 0: B follows A in the document, 1: B is from a random document
+    #                                              (SOP: 1 = A and B swapped; single segment: -100, no label)
     masked_lm_positions: list[int] = field(default_factory=list)
     masked_lm_ids: list[int] = field(default_factory=list)
 
@@ -230,14 +248,20 @@ def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[int
                                    max_seq_length: int, short_seq_prob: float, rng: random.Random, *,
                                    cls_token_id: int, sep_token_id: int,
                                    masking: MaskedLMPolicy | None = None,
-                                   stats: Counter | None = None) -> list[TrainingInstance]:
+                                   stats: Counter | None = None, sentence_task: str = "nsp") -> list[TrainingInstance]:
     """Cut one document (a list of sentences of token ids) into instances. ``masking=None``: no static masking.
+
+    ``sentence_task``: "nsp" (Google's pairs), "none" (single segments) or "sop" (ALBERT's sentence order);
+    see the module docstring. "nsp" makes exactly Google's calls on ``rng``.
 
     ``stats``, when given, counts what happened (not in Google's code; for checking the pipeline):
     ``documents`` visited, ``short_target`` (short_seq_prob drew a short target), ``single_sentence_chunks``
     (B forced to be random), ``coin_random``/``coin_next`` (the 50/50 coin of multi-sentence chunks),
     ``truncated`` (pairs that truncate_seq_pair trimmed).
     """
+    if sentence_task != "nsp":
+        return _instances_other_task(all_documents[document_index], max_seq_length, short_seq_prob, rng,
+                                     cls_token_id, sep_token_id, masking, stats, sentence_task)
     document = all_documents[document_index]
     max_num_tokens = max_seq_length - 3                      # room for [CLS] A [SEP] B [SEP]
     target_seq_length = max_num_tokens
@@ -294,6 +318,61 @@ def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[int
     return instances
 
 
+def _instances_other_task(document, max_seq_length, short_seq_prob, rng, cls_token_id, sep_token_id, masking,
+                          stats, sentence_task) -> list[TrainingInstance]:
+    """Single segments ("none") or sentence-order pairs ("sop") from one document; see the module docstring."""
+    _check_task(sentence_task)
+    single = sentence_task == "none"
+    max_num_tokens = max_seq_length - (2 if single else 3)   # [CLS] X [SEP], or [CLS] A [SEP] B [SEP]
+    target_seq_length = max_num_tokens
+    if rng.random() < short_seq_prob:
+        target_seq_length = rng.randint(2, max_num_tokens)
+    if stats is not None:
+        stats["documents"] += 1
+    instances = []
+    chunk: list[Sequence[int]] = []
+    chunk_length = 0
+    for i, sentence in enumerate(document):
+        chunk.append(sentence)
+        chunk_length += len(sentence)
+        if i < len(document) - 1 and chunk_length < target_seq_length:
+            continue
+        if single:
+            tokens, _ = truncate_seq_pair([t for s in chunk for t in s], [], max_num_tokens, rng)
+            input_ids = [cls_token_id, *tokens, sep_token_id]
+            token_type_ids = [0] * len(input_ids)
+            label = IGNORE_INDEX
+            if stats is not None:
+                stats["single_segment"] += 1
+        else:
+            if len(chunk) >= 2:
+                a_end = rng.randint(1, len(chunk) - 1)
+                tokens_a = [t for s in chunk[:a_end] for t in s]
+                tokens_b = [t for s in chunk[a_end:] for t in s]
+            else:                                            # one sentence: split it at a random token
+                tokens = list(chunk[0])
+                if len(tokens) < 2:
+                    chunk, chunk_length = [], 0
+                    continue
+                cut = rng.randint(1, len(tokens) - 1)
+                tokens_a, tokens_b = tokens[:cut], tokens[cut:]
+            label = int(rng.random() < 0.5)                  # 1: swapped (ALBERT's is_random_next)
+            if label:
+                tokens_a, tokens_b = tokens_b, tokens_a
+            if stats is not None:
+                stats["sop_swapped" if label else "sop_in_order"] += 1
+            tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+            input_ids = [cls_token_id, *tokens_a, sep_token_id, *tokens_b, sep_token_id]
+            token_type_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
+        if masking is not None:
+            input_ids, positions, labels = masking(input_ids, rng)
+            instances.append(TrainingInstance(input_ids, token_type_ids, label, positions, labels))
+        else:
+            instances.append(TrainingInstance(input_ids, token_type_ids, label))
+        chunk, chunk_length = [], 0
+    return instances
+
+
 def _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed) -> None:
     _check_int("max_seq_length", max_seq_length, 5)
     _check_int("dupe_factor", dupe_factor, 1)
@@ -302,7 +381,8 @@ def _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed) -> N
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
 
 
-def _instances_of_shard(documents, tokenizer_ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng, stats=None):
+def _instances_of_shard(documents, tokenizer_ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng, stats=None,
+                        sentence_task="nsp"):
     """Google's create_training_instances minus the final shuffle: yields instances in creation order."""
     all_documents = [[list(s) for s in doc if len(s) > 0] for doc in documents]
     all_documents = [doc for doc in all_documents if doc]
@@ -312,38 +392,50 @@ def _instances_of_shard(documents, tokenizer_ids, max_seq_length, dupe_factor, s
     for _ in range(dupe_factor):
         for document_index in range(len(all_documents)):
             yield from create_instances_from_document(all_documents, document_index, max_seq_length, short_seq_prob,
-                                                      rng, masking=masking, stats=stats, **tokenizer_ids)
+                                                      rng, masking=masking, stats=stats, sentence_task=sentence_task,
+                                                      **tokenizer_ids)
 
 
 def _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask,
-                    per_word_decision=False):
+                    per_word_decision=False, mask_prob=0.8, random_prob=0.1):
     if not static_masking:
         return None
     return MaskedLMPolicy.from_tokenizer(tokenizer, masked_lm_prob=masked_lm_prob,
                                          max_predictions_per_seq=max_predictions_per_seq,
-                                         whole_word_mask=whole_word_mask, per_word_decision=per_word_decision)
+                                         whole_word_mask=whole_word_mask, per_word_decision=per_word_decision,
+                                         mask_prob=mask_prob, random_prob=random_prob)
+
+
+def _check_task(sentence_task) -> None:
+    if sentence_task not in SENTENCE_TASKS:
+        raise ValueError(f"sentence_task must be one of {SENTENCE_TASKS}, got {sentence_task!r}")
 
 
 def create_training_instances(documents: Sequence[Sequence[Sequence[int]]], tokenizer, *, max_seq_length: int = 128,
                               dupe_factor: int = 10, short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15,
                               max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
                               static_masking: bool = True, seed: int = 12345,
-                              stats: Counter | None = None, per_word_decision: bool = False) -> list[TrainingInstance]:
+                              stats: Counter | None = None, per_word_decision: bool = False,
+                              sentence_task: str = "nsp", mask_prob: float = 0.8,
+                              random_prob: float = 0.1) -> list[TrainingInstance]:
     """Google's ``create_training_instances`` on already tokenized documents: a shuffled list of instances.
 
     ``documents``: a list of documents, each a list of sentences, each a list of token ids (e.g. the
     ``sentence_ids`` column of :func:`minibert.corpus.tokenize_corpus`). Defaults are Google's flags
     (``dupe_factor`` 10, ``random_seed`` 12345). Keeps every instance as Python lists: for whole corpora prefer
     :func:`create_pretraining_dataset`, which gives the same instances in the same order, stored compactly.
+    ``sentence_task`` ("nsp", "none", "sop") and the masking mixture ``mask_prob``/``random_prob`` (the rest is
+    left unchanged) are the ablation options of the module docstring.
     """
     _check_tokenizer(tokenizer)
     _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed)
+    _check_task(sentence_task)
     rng = random.Random(seed)
     masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask,
-                              per_word_decision)
+                              per_word_decision, mask_prob, random_prob)
     ids = {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id}
     instances = list(_instances_of_shard(documents, ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng,
-                                         stats))
+                                         stats, sentence_task))
     rng.shuffle(instances)
     return instances
 
@@ -392,7 +484,8 @@ def iter_training_instances(corpus, tokenizer, *, max_seq_length: int = 128, dup
                             short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15, max_predictions_per_seq: int = 20,
                             whole_word_mask: bool = False, static_masking: bool = True, seed: int = 12345,
                             documents_per_shard: int | None = None, num_proc: int | None = None,
-                            per_word_decision: bool = False):
+                            per_word_decision: bool = False, sentence_task: str = "nsp", mask_prob: float = 0.8,
+                            random_prob: float = 0.1):
     """Yield instances (as dicts) shard by shard, each shard shuffled as Google shuffles one output file.
 
     ``corpus`` is a ``Dataset``/``IterableDataset`` of documents, raw (a ``text`` column, tokenized here with
@@ -401,13 +494,15 @@ def iter_training_instances(corpus, tokenizer, *, max_seq_length: int = 128, dup
     """
     _check_tokenizer(tokenizer)
     _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed)
+    _check_task(sentence_task)
     masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask,
-                              per_word_decision)
+                              per_word_decision, mask_prob, random_prob)
     tokenized = _tokenized(corpus, tokenizer, num_proc)
     ids = {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id}
     for k, shard in enumerate(iter_documents(tokenized, documents_per_shard)):
         rng = random.Random(seed + k)
-        instances = list(_instances_of_shard(shard, ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng))
+        instances = list(_instances_of_shard(shard, ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng,
+                                             sentence_task=sentence_task))
         rng.shuffle(instances)
         for inst in instances:
             d = inst.to_dict()
@@ -437,7 +532,8 @@ def create_pretraining_dataset(corpus, tokenizer, *, max_seq_length: int = 128, 
                                max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
                                static_masking: bool = True, seed: int = 12345, documents_per_shard: int | None = None,
                                num_proc: int | None = None, stats: Counter | None = None,
-                               per_word_decision: bool = False):
+                               per_word_decision: bool = False, sentence_task: str = "nsp",
+                               mask_prob: float = 0.8, random_prob: float = 0.1):
     """Build pre-training instances for a whole corpus as a ``datasets.Dataset``.
 
     Columns: ``input_ids``, ``token_type_ids``, ``next_sentence_label`` and, with static masking,
@@ -447,28 +543,32 @@ def create_pretraining_dataset(corpus, tokenizer, *, max_seq_length: int = 128, 
     ``IterableDataset`` of instances built shard by shard (``documents_per_shard`` defaults to 10,000 then).
     ``num_proc`` parallelises the tokenization (instances are built in this process, from one random stream).
     ``stats``: a ``collections.Counter`` to fill (see :func:`create_instances_from_document`; in-memory corpora only).
+    ``sentence_task``, ``mask_prob``, ``random_prob``: the ablation options (module docstring).
     """
     import datasets
 
     _check_tokenizer(tokenizer)
     _check_creation_args(max_seq_length, dupe_factor, short_seq_prob, seed)
+    _check_task(sentence_task)
     kwargs = dict(max_seq_length=max_seq_length, dupe_factor=dupe_factor, short_seq_prob=short_seq_prob,
                   masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
                   whole_word_mask=whole_word_mask, static_masking=static_masking, seed=seed,
-                  per_word_decision=per_word_decision)
+                  per_word_decision=per_word_decision, sentence_task=sentence_task, mask_prob=mask_prob,
+                  random_prob=random_prob)
     if isinstance(corpus, datasets.IterableDataset):
         return datasets.IterableDataset.from_generator(
             iter_training_instances, gen_kwargs=dict(corpus=corpus, tokenizer=tokenizer,
                                                      documents_per_shard=documents_per_shard or 10_000, **kwargs))
     masking = _masking_policy(tokenizer, static_masking, masked_lm_prob, max_predictions_per_seq, whole_word_mask,
-                              per_word_decision)
+                              per_word_decision, mask_prob, random_prob)
     tokenized = _tokenized(corpus, tokenizer, num_proc)
     ids = {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id}
     tables = []
     for k, shard in enumerate(iter_documents(tokenized, documents_per_shard)):
         rng = random.Random(seed + k)
         columns = _InstanceColumns(static_masking)
-        for inst in _instances_of_shard(shard, ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng, stats):
+        for inst in _instances_of_shard(shard, ids, max_seq_length, dupe_factor, short_seq_prob, masking, rng, stats,
+                                        sentence_task):
             columns.add(inst)
         order = list(range(len(columns)))
         rng.shuffle(order)                                   # Google's final shuffle of the instances
@@ -485,7 +585,8 @@ class DataCollatorForPreTraining:
     """Turn a list of instances into a padded batch of tensors for ``BertForPreTraining``.
 
     Output: ``input_ids``, ``token_type_ids``, ``attention_mask`` (B, S), S the longest sequence of the batch
-    (rounded up to ``pad_to_multiple_of``); ``next_sentence_label`` (B,) when the instances have it; and the
+    (rounded up to ``pad_to_multiple_of``); ``next_sentence_label`` (B,) when the instances have it (and it is not -100 throughout:
+    single segments, no NSP); and the
     masked-LM targets, either ``labels`` (B, S) with -100 at unmasked positions (``mlm_format="dense"``, Hugging
     Face's format) or ``masked_lm_positions`` (B, P) and ``labels`` (B, P), P the most predictions in the batch,
     padded with position 0 and label -100 (``"sparse"``, Google's gather format: the head runs on P vectors only).
@@ -566,7 +667,9 @@ class DataCollatorForPreTraining:
                 token_type_ids[b, :n] = torch.as_tensor(f["token_type_ids"], dtype=torch.long)
         batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
         if all("next_sentence_label" in f for f in features):
-            batch["next_sentence_label"] = torch.tensor([int(f["next_sentence_label"]) for f in features])  # (B,)
+            nsp = [int(f["next_sentence_label"]) for f in features]
+            if any(label != IGNORE_INDEX for label in nsp):       # single-segment instances: no NSP labels
+                batch["next_sentence_label"] = torch.tensor(nsp)  # (B,)
 
         if self.mlm_format == "dense":
             labels = torch.full((B, S), IGNORE_INDEX, dtype=torch.long)            # (B, S)
@@ -583,6 +686,71 @@ class DataCollatorForPreTraining:
                 labels[b, :len(lab)] = torch.tensor(lab, dtype=torch.long)
             batch["masked_lm_positions"] = masked_lm_positions
             batch["labels"] = labels
+        return batch
+
+
+class DataCollatorForCausalLM:
+    """Batches for the left-to-right model (:class:`minibert.model.BertLMHeadModel`, Table 5's "LTR & No NSP").
+
+    Takes unmasked instances (``static_masking=False``; single segments, ``sentence_task="none"``, as the paper's
+    LTR model has no NSP) and returns ``input_ids``, ``token_type_ids``, ``attention_mask`` (B, S) padded on the
+    right, and ``labels`` (B, S) = ``input_ids`` with -100 at padding; the model shifts them by one position.
+
+    ``max_predictions_per_seq`` (default None: every position): score only as many positions per sequence as
+    the masked LM would predict there, ``min(max_predictions_per_seq, max(1, round(n * masked_lm_prob)))`` for
+    n tokens, drawn uniformly from the positions that have a next token, with a ``random.Random(seed)``. The
+    batch then has ``prediction_positions`` (B, P) and ``labels`` (B, P), the tokens that follow them (-100 as
+    padding). Not in the paper (its LTR model scores every token): it equalises the predictions and the
+    vocabulary-softmax cost per step of the LTR and MLM models when compute is the budget.
+    """
+
+    def __init__(self, tokenizer, *, pad_to_multiple_of: int | None = None, max_predictions_per_seq: int | None = None,
+                 masked_lm_prob: float = 0.15, seed: int = 0):
+        _check_tokenizer(tokenizer)
+        if pad_to_multiple_of is not None:
+            _check_int("pad_to_multiple_of", pad_to_multiple_of, 1)
+        if max_predictions_per_seq is not None:
+            _check_int("max_predictions_per_seq", max_predictions_per_seq, 1)
+        _check_prob("masked_lm_prob", masked_lm_prob, low_open=True)
+        self.pad_token_id = tokenizer.pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.max_predictions_per_seq = max_predictions_per_seq
+        self.masked_lm_prob = masked_lm_prob
+        self.rng = random.Random(seed)
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("cannot collate an empty list of instances")
+        if any(len(f.get("masked_lm_positions", ()) or ()) > 0 for f in features):
+            raise ValueError("DataCollatorForCausalLM got masked instances; build them with static_masking=False")
+        rows = [[int(t) for t in f["input_ids"]] for f in features]
+        B, S = len(rows), max(len(r) for r in rows)
+        if self.pad_to_multiple_of:
+            S = -(-S // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((B, S), self.pad_token_id, dtype=torch.long)        # (B, S)
+        token_type_ids = torch.zeros((B, S), dtype=torch.long)                     # (B, S)
+        attention_mask = torch.zeros((B, S), dtype=torch.long)                     # (B, S)
+        for b, (f, ids) in enumerate(zip(features, rows)):
+            input_ids[b, :len(ids)] = torch.tensor(ids)
+            attention_mask[b, :len(ids)] = 1
+            if "token_type_ids" in f:
+                token_type_ids[b, :len(ids)] = torch.as_tensor(f["token_type_ids"], dtype=torch.long)
+        batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+        if self.max_predictions_per_seq is None:
+            batch["labels"] = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)   # (B, S)
+            return batch
+        chosen = []
+        for ids in rows:
+            k = min(self.max_predictions_per_seq, max(1, int(round(len(ids) * self.masked_lm_prob))), len(ids) - 1)
+            chosen.append(sorted(self.rng.sample(range(len(ids) - 1), max(k, 0))))
+        P = max(1, max(len(c) for c in chosen))
+        positions = torch.zeros((B, P), dtype=torch.long)                          # (B, P)
+        labels = torch.full((B, P), IGNORE_INDEX, dtype=torch.long)                # (B, P)
+        for b, (ids, c) in enumerate(zip(rows, chosen)):
+            positions[b, :len(c)] = torch.tensor(c, dtype=torch.long)
+            labels[b, :len(c)] = torch.tensor([ids[p + 1] for p in c], dtype=torch.long)
+        batch["prediction_positions"] = positions
+        batch["labels"] = labels
         return batch
 
 
