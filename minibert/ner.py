@@ -38,25 +38,19 @@ def tokenize_words(words: Sequence[str], tokenizer, max_seq_length: int = 128,
                    cache: dict | None = None) -> tuple[list[int], list[int | None]]:
     """``[CLS] pieces of word 0 ... pieces of word n [SEP]`` as ids, with the word index of every token
     (None for [CLS], [SEP]). Sub-tokens beyond ``max_seq_length - 2`` are dropped. A word that WordPiece
-    turns into nothing (e.g. only control characters) gets no token."""
+    turns into nothing (e.g. only control characters) gets no token.
+
+    The same as the tokenizer's own word-level call, transformers' convention, which new code should use::
+
+        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_seq_length)
+        enc["input_ids"], enc.word_ids()
+
+    ``cache`` is accepted for older callers and no longer used (the tokenizer's fast path needs none).
+    """
     if max_seq_length < 3:
         raise ValueError(f"max_seq_length must be at least 3, got {max_seq_length}")
-    ids, word_ids = [tokenizer.cls_token_id], [None]
-    for w, word in enumerate(words):
-        if cache is not None and word in cache:
-            pieces = cache[word]
-        else:
-            pieces = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word))
-            if cache is not None:
-                cache[word] = pieces
-        room = max_seq_length - 1 - len(ids)
-        ids.extend(pieces[:room])
-        word_ids.extend([w] * min(len(pieces), room))
-        if room <= len(pieces):
-            break
-    ids.append(tokenizer.sep_token_id)
-    word_ids.append(None)
-    return ids, word_ids
+    enc = tokenizer(list(words), is_split_into_words=True, truncation=True, max_length=max_seq_length)
+    return list(enc["input_ids"]), enc.word_ids()
 
 
 # CoNLL-2003's tags in the order of its ClassLabel (the ids of the ``ner_tags`` column).
@@ -112,7 +106,6 @@ def encode_ner(dataset, tokenizer, max_seq_length: int = 128, tag_column: str = 
     for column in ("tokens", tag_column):
         if column not in dataset.column_names:
             raise ValueError(f"NER data need a {column!r} column; got {dataset.column_names}")
-    cache: dict = {}
     features = []
     names = getattr(getattr(dataset, "features", {}).get(tag_column, None), "feature", None)
     n_tags = getattr(names, "num_classes", None)
@@ -121,8 +114,12 @@ def encode_ner(dataset, tokenizer, max_seq_length: int = 128, tag_column: str = 
         if bad:
             raise ValueError(f"NER data row {row}: tag(s) {bad[:3]} are not class ids"
                              + (f" in 0..{n_tags - 1}" if n_tags is not None else ""))
-    for words, tags in zip(dataset["tokens"], dataset[tag_column]):
-        ids, word_ids = tokenize_words(words, tokenizer, max_seq_length, cache)
+    if max_seq_length < 3:
+        raise ValueError(f"max_seq_length must be at least 3, got {max_seq_length}")
+    sentences = [list(words) for words in dataset["tokens"]]
+    enc = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_seq_length)
+    for i, (words, tags) in enumerate(zip(sentences, dataset[tag_column])):
+        ids, word_ids = enc["input_ids"][i], enc.word_ids(i)
         features.append({"input_ids": ids, "token_type_ids": [0] * len(ids), "attention_mask": [1] * len(ids),
                          "labels": align_labels(word_ids, tags), "word_ids": word_ids, "num_words": len(words)})
     return features
