@@ -132,6 +132,15 @@ def _first_bad_json_line(paths) -> str | None:
     return None
 
 
+def follow_tqdm_switch() -> None:
+    """Turn ``datasets``' progress bars off when ``TQDM_DISABLE`` is set to a true value (1, true, yes): one
+    switch for every progress bar the package shows (tqdm reads the variable itself)."""
+    if os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on"):
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
 def load_dataset(name: str, split: str | None = None, *, streaming: bool = False):
     """Load a named data set from the local mirror, or from the hub when no mirror is configured.
 
@@ -139,10 +148,12 @@ def load_dataset(name: str, split: str | None = None, *, streaming: bool = False
     >>> docs = load_dataset("books", "train")  # one split as a Dataset
 
     ``name`` is one of ``DATASETS``. ``streaming=True`` streams from the hub (for corpora that do not
-    fit in memory); the local mirror is always small enough to load.
+    fit in memory); the local mirror is always small enough to load. ``datasets``' own progress bars follow
+    tqdm's switch: with ``TQDM_DISABLE=1`` in the environment they are off, like minibert's.
     """
     import datasets
 
+    follow_tqdm_switch()
     spec = _spec(name)
     if split is not None and split not in spec.splits:
         raise ValueError(f"data set {name!r} has no split {split!r}; it has {', '.join(spec.splits)}")

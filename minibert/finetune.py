@@ -201,12 +201,15 @@ def fit(model: torch.nn.Module, train_loader, *, epochs: float = DEFAULT_EPOCHS,
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, *, device=None, output: str = "logits") -> np.ndarray | tuple:
     """Run ``model`` in eval mode over ``loader``; concatenate ``output`` ("logits", or "start_end" for
-    question answering, which returns a pair of (N, S_max) arrays padded with -inf)."""
+    question answering, which returns a pair of (N, S_max) arrays padded with -inf). Shows a progress bar
+    (tqdm's; ``TQDM_DISABLE=1`` turns it off), removed when done."""
+    from tqdm.auto import tqdm
+
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
     outs: list = []
-    for batch in loader:
+    for batch in tqdm(loader, desc="evaluating", unit="batch", leave=False):
         batch = {k: v for k, v in _to(batch, device).items()
                  if k not in ("labels", "start_positions", "end_positions")}
         out = model(**batch)
@@ -322,6 +325,8 @@ TASKS: dict[str, TaskInfo] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli import HelpFormatter
+
     tasks = "\n".join(f"  {name:<10} {info.metrics}" for name, info in TASKS.items())
     parser = argparse.ArgumentParser(
         prog="python -m minibert.finetune",
@@ -329,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "with Google's recipe, then evaluate it.",
         epilog=f"tasks and their metrics:\n{tasks}\n\nexample:\n  python -m minibert.finetune --task sst2 "
                f"--model PATH --max-train-examples 2000 --epochs 1 --out runs/sst2",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--task", required=True, choices=list(TASKS), help="the task to fine-tune on")
     parser.add_argument("--model", required=True,
                         help="checkpoint directory with config.json and weights (minibert or Hugging Face "
@@ -358,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "it already holds a model, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--log-every", type=int, default=10, help="print the mean training loss every N steps")
     return parser
 
 
@@ -379,6 +385,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if not 0 <= args.warmup_proportion < 1:
         raise ValueError(f"--warmup-proportion must be in [0, 1), got {args.warmup_proportion}")
+    if getattr(args, "log_every", 10) <= 0:
+        raise ValueError(f"--log-every must be positive, got {args.log_every}")
     if args.doc_stride <= 0:
         raise ValueError(f"--doc-stride must be positive, got {args.doc_stride}")
     if not 0 <= args.seed < 2**32:
