@@ -133,12 +133,19 @@ def _first_bad_json_line(paths) -> str | None:
 
 
 def follow_tqdm_switch() -> None:
-    """Turn ``datasets``' progress bars off when ``TQDM_DISABLE`` is set to a true value (1, true, yes): one
-    switch for every progress bar the package shows (tqdm reads the variable itself)."""
-    if os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on"):
-        import datasets
+    """Turn ``datasets``' progress bars off when tqdm's are (``TQDM_DISABLE`` in the environment, read the way
+    tqdm reads it: any non-empty value, even "0", turns them off): one switch for every progress bar."""
+    if os.environ.get("TQDM_DISABLE"):
+        import io
 
-        datasets.disable_progress_bars()
+        from tqdm import tqdm
+
+        with tqdm(total=0, file=io.StringIO()) as probe:     # ask tqdm itself how it reads the variable
+            off = probe.disable
+        if off:
+            import datasets
+
+            datasets.disable_progress_bars()
 
 
 def load_dataset(name: str, split: str | None = None, *, streaming: bool = False):

@@ -33,6 +33,8 @@ a string, or an object with "text" (and "text_pair"), or "question" and "context
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli import HelpFormatter
+
     parser = argparse.ArgumentParser(
         prog="python -m minibert.predict",
         description="Run a fine-tuned (or pre-trained, for fill-mask) minibert checkpoint on texts and print "
@@ -47,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=list(TASK_HEADS) + list(ALIASES), default=None,
                         help="what to predict (default: the task the checkpoint was trained for, from config.json)")
     parser.add_argument("--file", default=None,
-                        help="read the inputs from this JSON-lines file instead ('-' for standard input)")
+                        help="read the inputs from this JSON-lines file ('-' for standard input; default: the TEXT "
+                             "arguments)")
     parser.add_argument("--context", default=None,
-                        help="question-answering: the passage every TEXT (a question) is asked about")
+                        help="question-answering: the passage every TEXT (a question) is asked about (default: none; "
+                             "--file lines then carry their own context)")
     parser.add_argument("--top-k", type=int, default=None,
                         help="how many labels, spans or tokens to give per input (default: the task's, 1 or "
                              "5 for fill-mask)")
@@ -58,10 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="vocab.txt or a directory holding one (default: the model's, else bert-base-uncased)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     return parser
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each flag's help, and the epilog's examples kept as written."""
 
 
 def read_inputs(path: str) -> list:
