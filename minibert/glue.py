@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .finetune import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
-                       fit, make_loader, predict, set_seed)
+from .finetuning import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
+                         fit, make_loader, predict, set_seed)
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ def finetune_glue(task: str, model, tokenizer, *, train=None, eval=None, max_tra
 
 def run_glue(args, *, device=None, log=print):
     """The command line's GLUE path: load, fine-tune, evaluate."""
-    from .finetune import load_model, load_tokenizer
+    from .finetuning import load_model, load_tokenizer
 
     spec = get_task(args.task)
     set_seed(args.seed)

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .finetune import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
-                       fit, make_loader, predict, set_seed)
+from .finetuning import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
+                         fit, make_loader, predict, set_seed)
 
 
 # ----------------------------------------------------------------------------------------- alignment
@@ -270,7 +270,7 @@ def _model_inputs(features):
 def run_ner(args, *, device=None, log=print):
     """The command line's NER path."""
     from .data import load_dataset
-    from .finetune import load_model, load_tokenizer
+    from .finetuning import load_model, load_tokenizer
 
     set_seed(args.seed)
     train = load_dataset(args.task, "train")

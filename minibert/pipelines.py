@@ -105,7 +105,7 @@ def pipeline(task: str | None = None, model: str | os.PathLike | None = None, *,
     [{'label': 'positive', 'score': 0.97...}]
     """
     from . import model as modeling
-    from .finetune import load_tokenizer
+    from .finetuning import load_tokenizer
     from .tokenizer import BertTokenizer
 
     if model is None:
@@ -151,7 +151,7 @@ class Pipeline:
     def _run(self, rows: Sequence[dict]) -> list:
         """The model's outputs for tokenized ``rows`` (dicts of id lists), in batches; one output per row,
         each cut to the row's length (logits as float32 numpy arrays)."""
-        from .finetune import pad_collate
+        from .finetuning import pad_collate
 
         out = []
         for i in range(0, len(rows), self.batch_size):

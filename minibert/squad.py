@@ -42,8 +42,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .finetune import (DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY, fit,
-                       make_loader, predict, set_seed)
+from .finetuning import (DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY, fit,
+                         make_loader, predict, set_seed)
 
 # ------------------------------------------------------------------------------------ official metrics
 _PUNCTUATION = set(string.punctuation)
@@ -340,7 +340,7 @@ def finetune_squad(model, tokenizer, *, train=None, eval=None, max_train_example
 
 def run_squad(args, *, device=None, log=print):
     """The command line's SQuAD path."""
-    from .finetune import load_model, load_tokenizer
+    from .finetuning import load_model, load_tokenizer
 
     set_seed(args.seed)
     tokenizer = load_tokenizer(args.model, args.tokenizer)
