@@ -1,31 +1,13 @@
-"""Fine-tuning BERT on downstream tasks (Devlin et al. 2019, Section 4 and Figure 4).
+"""``python -m minibert.finetune``: fine-tune BERT on a downstream task (Devlin et al. 2019, Section 4).
 
-This module holds what every task shares, and the command line:
-
-* :func:`pad_collate` turns a list of tokenized examples into a padded batch (dynamic padding);
-* :func:`fit` is the fine-tuning loop: AdamW with weight decay 0.01 and no decay on biases and LayerNorm
-  (``minibert.train.create_optimizer``), a linear warm-up over the first 10% of the steps and a linear decay
-  to zero (``minibert.train.linear_schedule_with_warmup``), gradient clipping at global norm 1.0 — the
-  recipe of Google's ``optimization.py``;
-* :func:`predict` runs a model over a data loader and returns its logits;
-* :func:`load_model` builds a task model from a checkpoint directory (minibert's or Hugging Face's),
-  giving it a freshly initialised head when the checkpoint has none, or from scratch (random init);
-* :data:`TASKS` is the task registry the command line reads, and :func:`main` is
-  ``python -m minibert.finetune``.
-
-The task-specific parts live next door: :mod:`minibert.glue` (sentence and sentence-pair classification
-and regression), :mod:`minibert.squad` (extractive question answering), :mod:`minibert.ner` (tagging, and
-the feature-based approach of Section 5.3); multiple choice (SWAG, Section 4.4) is at the end of this
-file.
-
-Why not ``minibert.train.Trainer``? Fine-tuning is three epochs over a small labelled set, evaluated with
-task metrics that need the whole prediction set (F1, Matthews, Pearson, SQuAD post-processing). A twenty-line
-loop over the package's optimizer and schedule says exactly that, and lets the chapter record a learning
-curve every few steps; the pre-training Trainer's checkpointing and gradient accumulation are not needed here.
-
-Deviations from Google's ``run_classifier.py`` / ``run_squad.py``, all harmless for the result:
-batches are padded to their longest member instead of to ``max_seq_length`` (the padded positions are
-masked out either way), and the loss is averaged over the batch as in Google's code.
+The modules read top-down: the loop every task shares is :mod:`minibert.finetuning` (``fit``, ``predict``,
+``pad_collate``, ``make_loader``, ``load_model``, re-exported here); the tasks build on it —
+:mod:`minibert.glue` (sentence and sentence-pair classification and regression), :mod:`minibert.squad`
+(extractive question answering), :mod:`minibert.ner` (tagging, and the feature-based approach of Section
+5.3), and multiple choice (SWAG, Section 4.4) at the end of this file; this module's command line builds on
+the tasks. :data:`TASKS` is the task registry the command line reads, and :func:`main` is
+``python -m minibert.finetune``. A fine-tuned folder is used with :func:`minibert.pipeline` or
+``python -m minibert.predict``.
 """
 from __future__ import annotations
 
