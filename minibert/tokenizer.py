@@ -742,17 +742,20 @@ class BertTokenizer:
         if use_fast is None:
             use_fast = self.use_fast and batched
         encode = self._encode_words if is_split_into_words else self._encode_many
-        enc_a = [(i, [(s, e, w) for (s, e), w in zip(o, ws)]) for i, o, ws in encode(firsts, use_fast)]
-        enc_b = ([(i, [(s, e, w) for (s, e), w in zip(o, ws)]) for i, o, ws in encode(seconds, use_fast)]
-                 if is_pair else None)
+        enc_a = encode(firsts, use_fast)
+        enc_b = encode(seconds, use_fast) if is_pair else None
 
         # ---- truncation, windows, special tokens
-        rows, sample_map = [], []
-        for i, (ids_a, offs_a) in enumerate(enc_a):
-            ids_b, offs_b = enc_b[i] if is_pair else (None, None)
-            for wa, wb in self._truncate(ids_a, offs_a, ids_b, offs_b, strategy, max_length, n_special,
-                                         stride, i):
+        rows, word_rows, sample_map = [], [], []
+        for i, (ids_a, offs_a, words_a) in enumerate(enc_a):
+            ids_b, offs_b, words_b = enc_b[i] if is_pair else (None, None, None)
+            windows = self._truncate(ids_a, offs_a, ids_b, offs_b, strategy, max_length, n_special, stride, i)
+            # The word indices are cut into the same windows (the cuts depend only on the lengths).
+            word_windows = self._truncate(ids_a, words_a, ids_b, words_b, strategy, max_length, n_special,
+                                          stride, i)
+            for (wa, wb), (va, vb) in zip(windows, word_windows):
                 rows.append(self._with_specials(wa, wb, add_special_tokens))
+                word_rows.append(self._word_row(va[1], vb[1] if vb is not None else None, add_special_tokens))
                 sample_map.append(i)
                 if not return_overflowing_tokens:
                     break
@@ -766,12 +769,10 @@ class BertTokenizer:
                     ids.extend([self.pad_token_id] * extra)
                     types.extend([0] * extra)
                     offs.extend([(0, 0)] * extra)
-        # Offsets travelled as (start, end, word) through truncation; special tokens and padding are (0, 0).
-        word_ids = [[o[2] if len(o) == 3 else None for o in r[2]] for r in rows]
-        for r in rows:
-            r[2][:] = [(o[0], o[1]) for o in r[2]]
+            for words in word_rows:
+                words.extend([None] * (target - len(words)))
         out = BatchEncoding()
-        out._word_ids = word_ids
+        out._word_ids = word_rows
         out["input_ids"] = [r[0] for r in rows]
         if return_token_type_ids:
             out["token_type_ids"] = [r[1] for r in rows]
@@ -856,6 +857,16 @@ class BertTokenizer:
             combos.extend((oa, ob) for ob in wb[1:])
         combos.extend((wa[0], ob) for ob in wb[1:])
         return combos
+
+    @staticmethod
+    def _word_row(words_a, words_b, add_special_tokens):
+        """The word index of each token of [CLS] A [SEP] (B [SEP]): None for the special tokens."""
+        if not add_special_tokens:
+            return list(words_a) + (list(words_b) if words_b is not None else [])
+        row = [None, *words_a, None]
+        if words_b is not None:
+            row += [*words_b, None]
+        return row
 
     def _with_specials(self, wa, wb, add_special_tokens):
         """(ids, token_type_ids, offsets, n_real) of [CLS] A [SEP] (B [SEP])."""

@@ -603,6 +603,13 @@ def test_word_ids_of_text_match_transformers(tok, hf, use_fast):
     ours, ref = tok(WORD_TEXTS[:3], WORD_TEXTS[1:], use_fast=use_fast), hf(WORD_TEXTS[:3], WORD_TEXTS[1:])
     for i in range(3):                    # a pair counts the words of each text from 0
         assert ours.word_ids(i) == ref.word_ids(i)
+    # windows of a long passage, padded: the word indices follow the tokens into every window
+    passages = ["The Normans gave their name to Normandy, a region in France, in the 10th century.", "Short one."]
+    kw = dict(truncation="only_second", max_length=16, stride=4, return_overflowing_tokens=True, padding=True)
+    ours, ref = tok(["Who?", "What?"], passages, use_fast=use_fast, **kw), hf(["Who?", "What?"], passages, **kw)
+    assert len(ours["input_ids"]) == len(ref["input_ids"]) > 3
+    for i in range(len(ref["input_ids"])):
+        assert ours.word_ids(i) == ref.word_ids(i)
     assert tok("a b")._word_ids is not None and tok("a b").word_ids(0) == [None, 0, 1, None]
     with pytest.raises(IndexError, match="batch_index 1 is out of range for a batch of 1"):
         tok("a b").word_ids(1)
