@@ -8,7 +8,9 @@ One module a concept, in the order the book builds them:
 * :mod:`minibert.viz`: attention views (Chapter 3)
 * :mod:`minibert.corpus`, :mod:`minibert.pretraining`: pre-training data, MLM and NSP (Chapters 5-6)
 * :mod:`minibert.train`, :mod:`minibert.pretrain`: the trainer and ``python -m minibert.pretrain`` (Chapter 7)
-* :mod:`minibert.finetune` (with :mod:`minibert.glue`, :mod:`minibert.squad`, :mod:`minibert.ner`): fine-tuning (Chapter 8)
+* :mod:`minibert.finetuning` (the loop), :mod:`minibert.glue`, :mod:`minibert.squad`, :mod:`minibert.ner` (the tasks),
+  :mod:`minibert.finetune` (``python -m minibert.finetune``): fine-tuning (Chapters 8-10)
+* :mod:`minibert.pipelines` (:func:`minibert.pipeline`) and ``python -m minibert.predict``: using a trained model
 """
 __version__ = "0.1.0"
 
@@ -23,4 +25,5 @@ from .model import (  # noqa: F401
     BertForTokenClassification,
     BertModel,
 )
+from .pipelines import pipeline  # noqa: F401
 from .tokenizer import BertTokenizer  # noqa: F401

@@ -26,11 +26,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)        # mkstemp makes 0600 files; give the usual permissions
     try:
         yield tmp
+        # mkstemp makes 0600 files, and a writer may have replaced the temporary file by its own (safetensors
+        # does): give whatever is there now the usual permissions, 0666 less the umask, as open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as f:      # flush the new bytes to disk before the rename
             os.fsync(f.fileno())
         os.replace(tmp, path)

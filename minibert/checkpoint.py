@@ -18,7 +18,11 @@ smooths over:
    the decoder key in ``loading_info["ignored"]`` (with a warning), rather than dropping it silently.
 
 What cannot be smoothed over raises :class:`CheckpointError` listing every offending key: encoder weights
-(``embeddings.*``, ``encoder.*``) missing from the checkpoint or left over, and any shape mismatch.
+(``embeddings.*``, ``encoder.*``) missing from the checkpoint or left over, and any shape mismatch, except
+that with ``ignore_mismatched_sizes=True`` (transformers' flag) a *head* weight whose shape differs (a
+classifier with another number of labels) is not loaded: it starts fresh, and is listed in
+``loading_info["mismatched"]`` (with both shapes) as well as in ``loading_info["initialized"]``. Encoder
+weights of the wrong shape still raise: they mean a config.json that does not describe the weights.
 Head weights the checkpoint lacks (the pooler, ``cls.*``, ``classifier``, ``qa_outputs``) keep their
 fresh initialisation and are listed in ``model.loading_info["initialized"]`` (and logged), which is how a
 pre-trained encoder becomes a fine-tuning model. Head weights the model has no place for (for example the
@@ -125,8 +129,11 @@ def _is_encoder_key(key: str) -> bool:
     return key.startswith(ENCODER_PREFIXES)
 
 
-def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
-    """Copy ``state`` into ``model`` (see the module docstring). Returns {"initialized", "ignored"}."""
+def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *,
+                         ignore_mismatched_sizes: bool = False) -> dict[str, list[str]]:
+    """Copy ``state`` into ``model`` (see the module docstring). Returns {"initialized", "ignored",
+    "mismatched"}; "mismatched" holds "key: checkpoint (shape) vs model (shape)" strings for the head weights
+    left fresh under ``ignore_mismatched_sizes`` (empty otherwise)."""
     state = normalize_keys(state)
     model_state = model.state_dict()
     aliases = tied_aliases(model)                   # e.g. cls.predictions.decoder.weight -> bert.embeddings...
@@ -154,13 +161,24 @@ def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor])
     expected_set = set(expected)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected_set]
-    wrong_shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(model_state[k].shape)}"
-                   for k in expected if k in state and tuple(state[k].shape) != tuple(model_state[k].shape)]
+    wrong_keys = [k for k in expected if k in state and tuple(state[k].shape) != tuple(model_state[k].shape)]
+    describe = lambda k: f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(model_state[k].shape)}"  # noqa: E731
+    mismatched = []
+    if ignore_mismatched_sizes:     # head weights of another shape start fresh; the encoder's must fit
+        mismatched = [describe(k) for k in wrong_keys if not _is_encoder_key(k)]
+        for k in wrong_keys:
+            if not _is_encoder_key(k):
+                del state[k]
+                missing.append(k)       # left at its (fresh) initialisation
+        wrong_keys = [k for k in wrong_keys if _is_encoder_key(k)]
+    wrong_shape = [describe(k) for k in wrong_keys]
     missing_encoder = [k for k in missing if _is_encoder_key(k)]
     unexpected_encoder = [k for k in unexpected if _is_encoder_key(k)]
     problems = []
     if wrong_shape:
-        problems.append(f"{len(wrong_shape)} weight(s) with the wrong shape: " + "; ".join(wrong_shape))
+        problems.append(f"{len(wrong_shape)} weight(s) with the wrong shape: " + "; ".join(wrong_shape)
+                        + ("" if ignore_mismatched_sizes or any(_is_encoder_key(k) for k in wrong_keys) else
+                           " (pass ignore_mismatched_sizes=True to start these head weights fresh)"))
     if missing_encoder:
         problems.append(f"{len(missing_encoder)} encoder weight(s) missing from the checkpoint: "
                         + ", ".join(missing_encoder))
@@ -180,7 +198,10 @@ def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor])
         logger.warning("%s: %s differ(s) from the weight it is tied to and was not loaded; set "
                        "tie_word_embeddings=false in config.json to load an untied decoder",
                        type(model).__name__, ", ".join(conflicting))
-    info = {"initialized": missing, "ignored": unexpected + conflicting}
+    info = {"initialized": missing, "ignored": unexpected + conflicting, "mismatched": mismatched}
+    if mismatched:
+        logger.warning("%s: head weights whose shape differs from the checkpoint's start fresh "
+                       "(ignore_mismatched_sizes=True): %s", type(model).__name__, "; ".join(mismatched))
     if missing:
         logger.warning("%s: weights not in the checkpoint, left at their initialisation (train them "
                        "before use): %s", type(model).__name__, ", ".join(missing))
@@ -191,8 +212,10 @@ def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor])
 
 
 def load_pretrained(cls, directory: str | os.PathLike, *, dtype: torch.dtype | None = None,
-                    output_loading_info: bool = False, **config_overrides: Any):
-    """``cls.from_pretrained``: config from ``directory/config.json`` (plus overrides), then the weights."""
+                    output_loading_info: bool = False, ignore_mismatched_sizes: bool = False,
+                    **config_overrides: Any):
+    """``cls.from_pretrained``: config from ``directory/config.json`` (plus overrides), then the weights.
+    ``ignore_mismatched_sizes``: head weights whose shape differs start fresh (see the module docstring)."""
     directory = Path(directory)
     weights = find_weights_file(directory)
     config = BertConfig.from_pretrained(directory, **config_overrides)
@@ -203,7 +226,7 @@ def load_pretrained(cls, directory: str | os.PathLike, *, dtype: torch.dtype | N
     with skip_init():
         model = cls(config)
     try:
-        info = load_state_dict_into(model, state)
+        info = load_state_dict_into(model, state, ignore_mismatched_sizes=ignore_mismatched_sizes)
     except CheckpointError as exc:
         raise CheckpointError(f"{weights} (with {directory / 'config.json'}): {exc}") from None
     model.init_parameters(info["initialized"])

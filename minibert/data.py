@@ -132,6 +132,22 @@ def _first_bad_json_line(paths) -> str | None:
     return None
 
 
+def follow_tqdm_switch() -> None:
+    """Turn ``datasets``' progress bars off when tqdm's are (``TQDM_DISABLE`` in the environment, read the way
+    tqdm reads it: any non-empty value, even "0", turns them off): one switch for every progress bar."""
+    if os.environ.get("TQDM_DISABLE"):
+        import io
+
+        from tqdm import tqdm
+
+        with tqdm(total=0, file=io.StringIO()) as probe:     # ask tqdm itself how it reads the variable
+            off = probe.disable
+        if off:
+            import datasets
+
+            datasets.disable_progress_bars()
+
+
 def load_dataset(name: str, split: str | None = None, *, streaming: bool = False):
     """Load a named data set from the local mirror, or from the hub when no mirror is configured.
 
@@ -139,10 +155,12 @@ def load_dataset(name: str, split: str | None = None, *, streaming: bool = False
     >>> docs = load_dataset("books", "train")  # one split as a Dataset
 
     ``name`` is one of ``DATASETS``. ``streaming=True`` streams from the hub (for corpora that do not
-    fit in memory); the local mirror is always small enough to load.
+    fit in memory); the local mirror is always small enough to load. ``datasets``' own progress bars follow
+    tqdm's switch: with ``TQDM_DISABLE=1`` in the environment they are off, like minibert's.
     """
     import datasets
 
+    follow_tqdm_switch()
     spec = _spec(name)
     if split is not None and split not in spec.splits:
         raise ValueError(f"data set {name!r} has no split {split!r}; it has {', '.join(spec.splits)}")

@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from .finetune import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
-                       fit, make_loader, predict, set_seed)
+from .finetuning import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
+                         fit, make_loader, predict, set_seed)
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,28 @@ def get_task(name: str) -> GlueTask:
     if name not in GLUE_TASKS:
         raise ValueError(f"unknown GLUE task {name!r}; choose one of {', '.join(GLUE_TASKS)}")
     return GLUE_TASKS[name]
+
+
+def class_names(dataset, column: str = "label") -> list[str] | None:
+    """The names of a data set's class ids (its ``ClassLabel`` column: SST-2's ["negative", "positive"]),
+    or None when the column has none (STS-B's real-valued scores)."""
+    names = getattr(getattr(dataset, "features", {}).get(column), "names", None)
+    return list(names) if names else None
+
+
+def name_labels(config, names: Sequence[str] | None, *, regression: bool = False) -> None:
+    """Write label names into a model's config, so that the saved checkpoint answers "positive" rather
+    than "LABEL_1" (here and in transformers' ``pipeline``): ``id2label``/``label2id`` from ``names`` when the
+    config has none yet, and ``problem_type="regression"`` for a regression task. Raises ValueError when
+    the names do not fit ``num_labels``."""
+    if regression and config.problem_type is None:
+        config.problem_type = "regression"
+    if not names or config.id2label is not None:
+        return
+    if len(names) != config.num_labels:
+        raise ValueError(f"{len(names)} label names {list(names)} but the model has num_labels={config.num_labels}")
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: i for i, name in enumerate(names)}
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -131,11 +153,12 @@ def finetune_glue(task: str, model, tokenizer, *, train=None, eval=None, max_tra
                   max_seq_length: int = 128, lr: float = DEFAULT_LR, epochs: float = DEFAULT_EPOCHS,
                   batch_size: int = DEFAULT_BATCH_SIZE, warmup_proportion: float = DEFAULT_WARMUP,
                   weight_decay: float = DEFAULT_WEIGHT_DECAY, seed: int = 42, eval_every: int | None = None,
-                  device=None, log: Callable[[str], None] | None = None) -> dict:
+                  log_every: int = 10, device=None, log: Callable[[str], None] | None = None) -> dict:
     """Fine-tune ``model`` (a BertForSequenceClassification with the task's ``num_labels``) on a GLUE task.
 
     The data come from ``minibert.data.load_dataset(task)`` unless ``train``/``eval`` datasets are given;
-    ``max_train_examples`` keeps a seeded random subset of the training set. Returns a dict with the final
+    ``max_train_examples`` keeps a seeded random subset of the training set. The data's class names
+    (``ClassLabel``) become the model's ``id2label``/``label2id`` unless it has names already. Returns a dict with the final
     ``metrics``, the ``history`` (:class:`~minibert.finetune.FitResult`, with the evaluation every
     ``eval_every`` steps: a learning curve) and the number of training examples.
     """
@@ -152,13 +175,14 @@ def finetune_glue(task: str, model, tokenizer, *, train=None, eval=None, max_tra
     train = subsample(train, max_train_examples, seed)
     if max_eval_examples is not None:
         eval = eval.select(range(min(max_eval_examples, len(eval))))
+    name_labels(model.config, class_names(train), regression=spec.is_regression)
     train_features = encode_glue(task, train, tokenizer, max_seq_length)
     eval_features = encode_glue(task, eval, tokenizer, max_seq_length)
     if device is not None:
         model.to(device)
     set_seed(seed)
     loader = make_loader(train_features, batch_size, shuffle=True, seed=seed, pad_token_id=tokenizer.pad_token_id)
-    history = fit(model, loader, epochs=epochs, lr=lr, warmup_proportion=warmup_proportion,
+    history = fit(model, loader, log_every=log_every, epochs=epochs, lr=lr, warmup_proportion=warmup_proportion,
                   weight_decay=weight_decay, device=device, log=log, eval_every=eval_every,
                   eval_fn=lambda: evaluate_glue(task, model, eval_features, device=device))
     return {"metrics": history.evals[-1][1], "history": history, "num_train": len(train_features),
@@ -167,7 +191,7 @@ def finetune_glue(task: str, model, tokenizer, *, train=None, eval=None, max_tra
 
 def run_glue(args, *, device=None, log=print):
     """The command line's GLUE path: load, fine-tune, evaluate."""
-    from .finetune import load_model, load_tokenizer
+    from .finetuning import load_model, load_tokenizer
 
     spec = get_task(args.task)
     set_seed(args.seed)
@@ -181,7 +205,8 @@ def run_glue(args, *, device=None, log=print):
                         max_eval_examples=args.max_eval_examples, eval_split=args.eval_split,
                         max_seq_length=args.max_seq_length, lr=args.lr, epochs=args.epochs,
                         batch_size=args.batch_size, warmup_proportion=args.warmup_proportion,
-                        weight_decay=args.weight_decay, seed=args.seed, device=device, log=log)
+                        weight_decay=args.weight_decay, seed=args.seed, device=device, log=log,
+                        log_every=getattr(args, "log_every", 10))
     metrics = {"task": args.task, "split": args.eval_split, "num_train": out["num_train"],
                "num_eval": out["num_eval"], **out["metrics"]}
     return model, tokenizer, metrics

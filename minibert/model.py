@@ -504,16 +504,19 @@ class BertPreTrainedModel(nn.Module):
     # ----------------------------------------------------------------------------------- checkpoints
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, dtype: torch.dtype | None = None,
-                        output_loading_info: bool = False, **config_overrides: Any):
+                        output_loading_info: bool = False, ignore_mismatched_sizes: bool = False,
+                        **config_overrides: Any):
         """Load a Hugging Face-format directory (config.json + model.safetensors or pytorch_model.bin).
 
         ``config_overrides`` change config fields (e.g. ``num_labels=3``, ``attn_implementation="eager"``).
         Heads missing from the checkpoint are left at their initialisation and listed in
-        ``model.loading_info``; see :func:`minibert.checkpoint.load_pretrained`.
+        ``model.loading_info``; with ``ignore_mismatched_sizes=True`` (transformers' flag) so are head
+        weights whose shape differs from the checkpoint's (``loading_info["mismatched"]``), e.g. a classifier
+        fine-tuned with 2 labels re-used for a 3-label task; see :func:`minibert.checkpoint.load_pretrained`.
         """
         from .checkpoint import load_pretrained
         return load_pretrained(cls, directory, dtype=dtype, output_loading_info=output_loading_info,
-                               **config_overrides)
+                               ignore_mismatched_sizes=ignore_mismatched_sizes, **config_overrides)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json and model.safetensors (atomically) in a form transformers can load."""

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .finetune import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
-                       fit, make_loader, predict, set_seed)
+from .finetuning import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
+                         fit, make_loader, predict, set_seed)
 
 
 # ----------------------------------------------------------------------------------------- alignment
@@ -38,25 +38,19 @@ def tokenize_words(words: Sequence[str], tokenizer, max_seq_length: int = 128,
                    cache: dict | None = None) -> tuple[list[int], list[int | None]]:
     """``[CLS] pieces of word 0 ... pieces of word n [SEP]`` as ids, with the word index of every token
     (None for [CLS], [SEP]). Sub-tokens beyond ``max_seq_length - 2`` are dropped. A word that WordPiece
-    turns into nothing (e.g. only control characters) gets no token."""
+    turns into nothing (e.g. only control characters) gets no token.
+
+    The same as the tokenizer's own word-level call, transformers' convention, which new code should use::
+
+        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_seq_length)
+        enc["input_ids"], enc.word_ids()
+
+    ``cache`` is accepted for older callers and no longer used (the tokenizer's fast path needs none).
+    """
     if max_seq_length < 3:
         raise ValueError(f"max_seq_length must be at least 3, got {max_seq_length}")
-    ids, word_ids = [tokenizer.cls_token_id], [None]
-    for w, word in enumerate(words):
-        if cache is not None and word in cache:
-            pieces = cache[word]
-        else:
-            pieces = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word))
-            if cache is not None:
-                cache[word] = pieces
-        room = max_seq_length - 1 - len(ids)
-        ids.extend(pieces[:room])
-        word_ids.extend([w] * min(len(pieces), room))
-        if room <= len(pieces):
-            break
-    ids.append(tokenizer.sep_token_id)
-    word_ids.append(None)
-    return ids, word_ids
+    enc = tokenizer(list(words), is_split_into_words=True, truncation=True, max_length=max_seq_length)
+    return list(enc["input_ids"]), enc.word_ids()
 
 
 # CoNLL-2003's tags in the order of its ClassLabel (the ids of the ``ner_tags`` column).
@@ -112,7 +106,6 @@ def encode_ner(dataset, tokenizer, max_seq_length: int = 128, tag_column: str = 
     for column in ("tokens", tag_column):
         if column not in dataset.column_names:
             raise ValueError(f"NER data need a {column!r} column; got {dataset.column_names}")
-    cache: dict = {}
     features = []
     names = getattr(getattr(dataset, "features", {}).get(tag_column, None), "feature", None)
     n_tags = getattr(names, "num_classes", None)
@@ -121,8 +114,12 @@ def encode_ner(dataset, tokenizer, max_seq_length: int = 128, tag_column: str = 
         if bad:
             raise ValueError(f"NER data row {row}: tag(s) {bad[:3]} are not class ids"
                              + (f" in 0..{n_tags - 1}" if n_tags is not None else ""))
-    for words, tags in zip(dataset["tokens"], dataset[tag_column]):
-        ids, word_ids = tokenize_words(words, tokenizer, max_seq_length, cache)
+    if max_seq_length < 3:
+        raise ValueError(f"max_seq_length must be at least 3, got {max_seq_length}")
+    sentences = [list(words) for words in dataset["tokens"]]
+    enc = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_seq_length)
+    for i, (words, tags) in enumerate(zip(sentences, dataset[tag_column])):
+        ids, word_ids = enc["input_ids"][i], enc.word_ids(i)
         features.append({"input_ids": ids, "token_type_ids": [0] * len(ids), "attention_mask": [1] * len(ids),
                          "labels": align_labels(word_ids, tags), "word_ids": word_ids, "num_words": len(words)})
     return features
@@ -142,6 +139,55 @@ def word_predictions(logits: np.ndarray, features: Sequence[dict]) -> list[list[
                 seen.add(w)
         out.append(pred)
     return out
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """("B" or "I", entity type) of an IOB2 tag: "B-PER" -> ("B", "PER"), "I-LOC" -> ("I", "LOC"); a tag
+    without a prefix ("O", or a plain "PER") counts as a continuation of its own type: ("I", tag)."""
+    if tag.startswith(("B-", "I-")):
+        return tag[0], tag[2:]
+    return "I", tag
+
+
+def entity_groups(text: str, tokens: Sequence[str], tags: Sequence[str], scores: Sequence[float],
+                  offsets: Sequence[tuple[int, int]], tokenizer=None, ignore: Sequence[str] = ("O",)) -> list[dict]:
+    """Entities of a raw ``text`` from per-token predictions: transformers' ``aggregation_strategy="simple"``.
+
+    ``tokens`` are the text's word pieces (no [CLS]/[SEP]), ``tags`` the predicted tag of each, ``scores``
+    its probability and ``offsets`` its (start, end) characters in ``text``. Consecutive tokens of the same
+    entity type form one entity unless a token's tag is B-X, which starts a new one; so ``johan ##son``
+    tagged B-PER I-PER is one PER. Each entity is a dict ``entity_group`` (the type, without B-/I-),
+    ``score`` (the mean probability of its tokens), ``word`` (its pieces joined by ``tokenizer``'s
+    ``convert_tokens_to_string``, an [UNK] piece replaced by the text it covers), ``start`` and ``end``
+    (``text[start:end]`` is the entity). Groups whose type is in ``ignore`` are dropped.
+
+    Unlike :func:`word_predictions` (the evaluation's rule: a word takes the tag of its first piece), every
+    piece votes here, as in transformers' pipeline; a word may then be split between two entities.
+    """
+    if not len(tokens) == len(tags) == len(scores) == len(offsets):
+        raise ValueError(f"{len(tokens)} tokens, {len(tags)} tags, {len(scores)} scores and {len(offsets)} offsets; "
+                         f"they must be as many")
+    unk = getattr(tokenizer, "unk_token", "[UNK]")
+
+    def group(members):
+        pieces = [text[s:e] if tok == unk else tok for tok, _, _, (s, e) in members]
+        word = tokenizer.convert_tokens_to_string(pieces) if tokenizer is not None else " ".join(pieces)
+        return {"entity_group": split_tag(members[0][1])[1],
+                "score": float(np.mean(np.asarray([m[2] for m in members], dtype=np.float32))),
+                "word": word, "start": int(members[0][3][0]), "end": int(members[-1][3][1])}
+
+    groups, current = [], []
+    for member in zip(tokens, tags, scores, offsets):
+        if current:
+            bi, kind = split_tag(member[1])
+            if kind == split_tag(current[-1][1])[1] and bi != "B":
+                current.append(member)
+                continue
+            groups.append(group(current))
+        current = [member]
+    if current:
+        groups.append(group(current))
+    return [g for g in groups if g["entity_group"] not in ignore]
 
 
 def ner_metrics(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> dict[str, float]:
@@ -186,17 +232,19 @@ def finetune_ner(model, tokenizer, *, train=None, eval=None, task: str = "conll2
                  eval_split: str = "validation", max_seq_length: int = 128, lr: float = DEFAULT_LR,
                  epochs: float = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH_SIZE,
                  warmup_proportion: float = DEFAULT_WARMUP, weight_decay: float = DEFAULT_WEIGHT_DECAY,
-                 seed: int = 42, eval_every: int | None = None, device=None,
+                 seed: int = 42, eval_every: int | None = None, log_every: int = 10, device=None,
                  log: Callable[[str], None] | None = None) -> dict:
-    """Fine-tune a BertForTokenClassification (``num_labels`` = number of tags) and score it with seqeval."""
+    """Fine-tune a BertForTokenClassification (``num_labels`` = number of tags) and score it with seqeval.
+    The tag names become the model's ``id2label``/``label2id`` unless it has names already."""
     from .data import load_dataset
-    from .glue import subsample
+    from .glue import name_labels, subsample
 
     train = load_dataset(task, "train") if train is None else train
     eval = load_dataset(task, eval_split) if eval is None else eval
     names = label_names(train)
     if model.config.num_labels != len(names):
         raise ValueError(f"{task} has {len(names)} tags but the model has num_labels={model.config.num_labels}")
+    name_labels(model.config, names)
     train = subsample(train, max_train_examples, seed)
     if max_eval_examples is not None:
         eval = eval.select(range(min(max_eval_examples, len(eval))))
@@ -207,7 +255,7 @@ def finetune_ner(model, tokenizer, *, train=None, eval=None, task: str = "conll2
     set_seed(seed)
     loader = make_loader(_model_inputs(train_features), batch_size, shuffle=True, seed=seed,
                          pad_token_id=tokenizer.pad_token_id)
-    history = fit(model, loader, epochs=epochs, lr=lr, warmup_proportion=warmup_proportion,
+    history = fit(model, loader, log_every=log_every, epochs=epochs, lr=lr, warmup_proportion=warmup_proportion,
                   weight_decay=weight_decay, device=device, log=log, eval_every=eval_every,
                   eval_fn=lambda: evaluate_ner(model, eval_features, eval, names, device=device))
     return {"metrics": history.evals[-1][1], "history": history, "num_train": len(train),
@@ -222,7 +270,7 @@ def _model_inputs(features):
 def run_ner(args, *, device=None, log=print):
     """The command line's NER path."""
     from .data import load_dataset
-    from .finetune import load_model, load_tokenizer
+    from .finetuning import load_model, load_tokenizer
 
     set_seed(args.seed)
     train = load_dataset(args.task, "train")
@@ -236,7 +284,8 @@ def run_ner(args, *, device=None, log=print):
                        max_eval_examples=args.max_eval_examples, max_seq_length=args.max_seq_length,
                        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                        warmup_proportion=args.warmup_proportion, weight_decay=args.weight_decay,
-                       seed=args.seed, device=device, log=log)
+                       seed=args.seed, device=device, log=log,
+                        log_every=getattr(args, "log_every", 10))
     metrics = {"task": args.task, "split": args.eval_split, "num_train": out["num_train"],
                "num_eval": out["num_eval"], **out["metrics"]}
     return model, tokenizer, metrics

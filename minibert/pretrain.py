@@ -503,37 +503,55 @@ def pretrain_tiny(out_dir: str | os.PathLike = TINY_CHECKPOINT, *, steps: int = 
 # --------------------------------------------------------------------------------------- command line
 def parse_args(argv=None) -> PretrainConfig:
     d = PretrainConfig()
+    from .cli import HelpFormatter
+
     p = argparse.ArgumentParser(prog="python -m minibert.pretrain",
-                                description="Pre-train BERT (masked LM + next sentence prediction).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", default=d.config, choices=["tiny", "mini", "small", "medium", "base", "large"])
+                                description="Pre-train BERT (masked LM + next sentence prediction, Devlin et al. "
+                                            "2019, Section 3.1) from scratch on the book's corpora.",
+                                epilog="examples:\n  python -m minibert.pretrain --config tiny --steps 600 --out "
+                                       "runs/tiny\n  python -m minibert.pretrain --out runs/tiny --resume",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--config", default=d.config, choices=["tiny", "mini", "small", "medium", "base", "large"],
+                   help="model size: a BertConfig preset (tiny: L=2 H=128; base: L=12 H=768, the paper's BASE)")
     p.add_argument("--corpora", nargs="+", default=list(d.corpora),
                    help="corpus names (the local mirror's, or the hub's when MINIBERT_DATA is unset)")
-    p.add_argument("--max-documents", type=int, default=d.max_documents, help="per corpus (quick runs)")
-    p.add_argument("--max-seq-length", type=int, default=d.max_seq_length)
-    p.add_argument("--max-predictions-per-seq", type=int, default=d.max_predictions_per_seq)
-    p.add_argument("--dupe-factor", type=int, default=d.dupe_factor)
+    p.add_argument("--max-documents", type=int, default=d.max_documents,
+                   help="use only the first N documents of each corpus, for quick runs (default: all)")
+    p.add_argument("--max-seq-length", type=int, default=d.max_seq_length,
+                   help="tokens per training instance, [CLS] and [SEP]s included (Google: 128, then 512)")
+    p.add_argument("--max-predictions-per-seq", type=int, default=d.max_predictions_per_seq,
+                   help="most masked positions per instance (Google: 20 for 128 tokens, 80 for 512)")
+    p.add_argument("--dupe-factor", type=int, default=d.dupe_factor,
+                   help="how many times each document is cut into instances and masked differently (Google: 10)")
     p.add_argument("--eval-every-nth", type=int, default=d.eval_every_nth, help="hold out every n-th document")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process and micro-batch")
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help="micro-batches per optimizer step (the step's batch is batch-size times this)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps, all phases")
     p.add_argument("--phase2-steps", type=int, default=d.phase2_steps, help="last steps on longer sequences")
-    p.add_argument("--phase2-seq-len", type=int, default=d.phase2_seq_len)
-    p.add_argument("--phase2-batch-size", type=int, default=None)
+    p.add_argument("--phase2-seq-len", type=int, default=d.phase2_seq_len,
+                   help="sequence length of the phase-2 steps (the paper's last 10%% use 512)")
+    p.add_argument("--phase2-batch-size", type=int, default=None,
+                   help="batch size of the phase-2 steps (default: --batch-size)")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (paper: 1e-4 for BASE/LARGE)")
     p.add_argument("--warmup", type=int, default=d.warmup, help="warmup steps (paper: 10000)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--dropout", type=float, default=None)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", default=d.out)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="AdamW weight decay, not on biases and LayerNorm (paper: 0.01)")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="hidden and attention dropout (default: the config's, 0.1 as in the paper)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed of the model and the batch order")
+    p.add_argument("--out", default=d.out,
+                   help="folder for checkpoints, metrics.jsonl and the final model (refused when it already "
+                        "holds a run, unless --resume or --overwrite)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
     p.add_argument("--allow-config-change", action="store_true",
                    help="with --resume: continue although settings differ from the checkpoint's")
-    p.add_argument("--init-from", default=None, help="start from a save_pretrained folder (second phase)")
+    p.add_argument("--init-from", default=None,
+                   help="start from a save_pretrained folder, e.g. for a second phase (default: random init)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--log-every", type=int, default=d.log_every, help="print and record the loss every N steps")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps (0: by time only)")
     p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes,
                    help="minutes between checkpoints (0: by steps only)")

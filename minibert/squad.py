@@ -42,8 +42,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .finetune import (DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY, fit,
-                       make_loader, predict, set_seed)
+from .finetuning import (DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY, fit,
+                         make_loader, predict, set_seed)
 
 # ------------------------------------------------------------------------------------ official metrics
 _PUNCTUATION = set(string.punctuation)
@@ -230,16 +230,16 @@ def _mark_max_context(features: list[dict]) -> None:
 
 
 # -------------------------------------------------------------------------------------- post-processing
-def postprocess_predictions(examples, features: Sequence[dict], start_logits: np.ndarray, end_logits: np.ndarray,
-                            *, n_best_size: int = 20, max_answer_length: int = 30,
-                            return_nbest: bool = False):
-    """Turn per-window start/end logits into one answer string per question.
+def span_candidates(examples, features: Sequence[dict], start_logits: np.ndarray, end_logits: np.ndarray,
+                    *, n_best_size: int = 20, max_answer_length: int = 30) -> list[list[dict]]:
+    """The answer spans of each question, best first: the search of :func:`postprocess_predictions`.
 
     For each window, the ``n_best_size`` highest start and end logits are paired; a pair (i, j) is kept when
     both are passage tokens, i has its maximum context in this window, j >= i and the span has at most
-    ``max_answer_length`` tokens. Over all windows of a question the pair with the largest
-    ``start_logit + end_logit`` wins and its text is cut from the passage by character offsets.
-    Returns {id: text} (and {id: n-best list} with ``return_nbest``). A question with no valid span gets "".
+    ``max_answer_length`` tokens. Returns, for each row of ``examples`` (dicts with ``context``), a list of
+    dicts sorted by ``logit`` (``start_logit + end_logit``, larger first), each with the answer ``text``,
+    its ``start``/``end`` characters in the passage (``text == context[start:end]``), the ``feature`` (window)
+    it comes from and its ``start_token``/``end_token`` there. A question with no valid span gets [].
     """
     if len(features) != len(start_logits) or len(features) != len(end_logits):
         raise ValueError(f"{len(features)} features but {len(start_logits)} start and {len(end_logits)} "
@@ -247,7 +247,7 @@ def postprocess_predictions(examples, features: Sequence[dict], start_logits: np
     by_example: dict[int, list[int]] = collections.defaultdict(list)
     for k, f in enumerate(features):
         by_example[f["example_index"]].append(k)
-    predictions, nbest = {}, {}
+    out = []
     for index, ex in enumerate(examples):
         candidates = []
         for k in by_example.get(index, []):
@@ -261,11 +261,33 @@ def postprocess_predictions(examples, features: Sequence[dict], start_logits: np
                 for e in ends:
                     if offsets[e] is None or e < s or e - s + 1 > max_answer_length:
                         continue
-                    candidates.append((float(start_logits[k][s] + end_logits[k][e]),
-                                       span_text(ex["context"], offsets, int(s), int(e))))
-        candidates.sort(key=lambda c: -c[0])
-        predictions[ex["id"]] = candidates[0][1] if candidates else ""
-        nbest[ex["id"]] = candidates[:n_best_size]
+                    candidates.append({"logit": float(start_logits[k][s] + end_logits[k][e]),
+                                       "text": span_text(ex["context"], offsets, int(s), int(e)),
+                                       "start": offsets[s][0], "end": offsets[e][1], "feature": k,
+                                       "start_token": int(s), "end_token": int(e)})
+        candidates.sort(key=lambda c: -c["logit"])
+        out.append(candidates[:n_best_size])
+    return out
+
+
+def postprocess_predictions(examples, features: Sequence[dict], start_logits: np.ndarray, end_logits: np.ndarray,
+                            *, n_best_size: int = 20, max_answer_length: int = 30,
+                            return_nbest: bool = False):
+    """Turn per-window start/end logits into one answer string per question.
+
+    The spans are those of :func:`span_candidates`: for each window, the ``n_best_size`` highest start and
+    end logits are paired; a pair (i, j) is kept when both are passage tokens, i has its maximum context in
+    this window, j >= i and the span has at most ``max_answer_length`` tokens. Over all windows of a
+    question the pair with the largest ``start_logit + end_logit`` wins and its text is cut from the passage
+    by character offsets. Returns {id: text} (and {id: n-best list of (logit sum, text)} with
+    ``return_nbest``). A question with no valid span gets "".
+    """
+    spans = span_candidates(examples, features, start_logits, end_logits, n_best_size=n_best_size,
+                            max_answer_length=max_answer_length)
+    predictions, nbest = {}, {}
+    for ex, candidates in zip(examples, spans):
+        predictions[ex["id"]] = candidates[0]["text"] if candidates else ""
+        nbest[ex["id"]] = [(c["logit"], c["text"]) for c in candidates]
     return (predictions, nbest) if return_nbest else predictions
 
 
@@ -275,7 +297,7 @@ def finetune_squad(model, tokenizer, *, train=None, eval=None, max_train_example
                    lr: float = 5e-5, epochs: float = 3, batch_size: int = DEFAULT_BATCH_SIZE,
                    warmup_proportion: float = DEFAULT_WARMUP, weight_decay: float = DEFAULT_WEIGHT_DECAY,
                    seed: int = 42, n_best_size: int = 20, max_answer_length: int = 30,
-                   eval_every: int | None = None, device=None,
+                   eval_every: int | None = None, log_every: int = 10, device=None,
                    log: Callable[[str], None] | None = None) -> dict:
     """Fine-tune a BertForQuestionAnswering on SQuAD rows and evaluate EM/F1.
 
@@ -309,7 +331,7 @@ def finetune_squad(model, tokenizer, *, train=None, eval=None, max_train_example
                                                         max_answer_length=max_answer_length)
         return squad_evaluate(latest["predictions"], eval)
 
-    history = fit(model, loader, epochs=epochs, lr=lr, warmup_proportion=warmup_proportion,
+    history = fit(model, loader, log_every=log_every, epochs=epochs, lr=lr, warmup_proportion=warmup_proportion,
                   weight_decay=weight_decay, device=device, log=log, eval_fn=evaluate, eval_every=eval_every)
     return {"metrics": history.evals[-1][1], "predictions": latest["predictions"], "history": history,
             "num_train": len(train), "num_train_features": len(train_features), "num_eval": len(eval),
@@ -318,7 +340,7 @@ def finetune_squad(model, tokenizer, *, train=None, eval=None, max_train_example
 
 def run_squad(args, *, device=None, log=print):
     """The command line's SQuAD path."""
-    from .finetune import load_model, load_tokenizer
+    from .finetuning import load_model, load_tokenizer
 
     set_seed(args.seed)
     tokenizer = load_tokenizer(args.model, args.tokenizer)
@@ -335,7 +357,8 @@ def run_squad(args, *, device=None, log=print):
                          max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
                          max_length=args.max_seq_length, doc_stride=args.doc_stride, lr=args.lr,
                          epochs=args.epochs, batch_size=args.batch_size, warmup_proportion=args.warmup_proportion,
-                         weight_decay=args.weight_decay, seed=args.seed, device=device, log=log)
+                         weight_decay=args.weight_decay, seed=args.seed, device=device, log=log,
+                        log_every=getattr(args, "log_every", 10))
     metrics = {"task": "squad", "split": args.eval_split, "num_train": out["num_train"],
                "num_eval": out["num_eval"], **out["metrics"]}
     return model, tokenizer, metrics

@@ -251,7 +251,25 @@ class WordpieceTokenizer:
 # The full tokenizer
 
 class BatchEncoding(dict):
-    """The dict returned by :meth:`BertTokenizer.__call__`; keys are also attributes."""
+    """The dict returned by :meth:`BertTokenizer.__call__`; keys are also attributes.
+
+    :meth:`word_ids` tells which word each token came from, as transformers' fast tokenizers do.
+    """
+
+    _word_ids: list | None = None
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """The word index of every token of sequence ``batch_index`` (None for [CLS], [SEP] and padding).
+
+        Words are the input words with ``is_split_into_words=True`` (what token labels are aligned to), else
+        the words of the text after splitting on whitespace and punctuation. In a pair each text counts
+        its words from 0. Raises IndexError for a ``batch_index`` outside the batch.
+        """
+        if self._word_ids is None:
+            raise ValueError("this BatchEncoding carries no word ids (it was not made by BertTokenizer.__call__)")
+        if not -len(self._word_ids) <= batch_index < len(self._word_ids):
+            raise IndexError(f"batch_index {batch_index} is out of range for a batch of {len(self._word_ids)}")
+        return list(self._word_ids[batch_index])
 
     def __getattr__(self, name):
         try:
@@ -461,27 +479,32 @@ class BertTokenizer:
             yield text[pos:], pos, False
 
     def _pieces(self, text: str):
-        """(piece, start, end) for every word piece of ``text``, offsets into ``text``, in pure Python."""
+        """(piece, start, end, word) for every word piece of ``text``, offsets into ``text`` and the index of
+        the word it belongs to (words: split on whitespace and punctuation), in pure Python."""
         split_word = self.wordpiece_tokenizer.split_word
+        w = -1
         for chunk, base, special in self._chunks(text):
             if special:
-                yield chunk, base, base + len(chunk)
+                w += 1
+                yield chunk, base, base + len(chunk), w
                 continue
             for word, start, positions in self.basic_tokenizer.split(chunk):
+                w += 1
                 for piece, s, e in split_word(word):
                     if positions is None:
-                        yield piece, base + start + s, base + start + e
+                        yield piece, base + start + s, base + start + e, w
                     else:
-                        yield piece, base + positions[s], base + positions[e - 1] + 1
+                        yield piece, base + positions[s], base + positions[e - 1] + 1, w
 
-    def _encode_python(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """Ids and (start, end) character offsets into ``text`` of its pieces, in pure Python."""
-        ids, offs = [], []
+    def _encode_python(self, text: str) -> tuple[list[int], list[tuple[int, int]], list[int]]:
+        """Ids, (start, end) character offsets into ``text`` and word indices of its pieces, in pure Python."""
+        ids, offs, words = [], [], []
         vocab = self.vocab
-        for piece, s, e in self._pieces(text):
+        for piece, s, e, w in self._pieces(text):
             ids.append(vocab[piece])
             offs.append((s, e))
-        return ids, self._cover_removed_marks(text, offs)
+            words.append(w)
+        return ids, self._cover_removed_marks(text, offs), words
 
     def _cover_removed_marks(self, text: str, offs: list) -> list:
         """Extend each token's end over the combining marks (category Mn) right after it that accent stripping
@@ -502,16 +525,34 @@ class BertTokenizer:
             out[k] = (s, e)
         return out
 
-    def _encode_many(self, texts: list[str], use_fast: bool) -> list[tuple[list, list]]:
+    def _encode_many(self, texts: list[str], use_fast: bool) -> list[tuple[list, list, list]]:
+        """(ids, offsets, word indices) of each text."""
         if use_fast:
             encs = self.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-            return [(e.ids, self._cover_removed_marks(t, e.offsets)) for t, e in zip(texts, encs)]
+            return [(e.ids, self._cover_removed_marks(t, e.offsets), e.word_ids) for t, e in zip(texts, encs)]
         return [self._encode_python(t) for t in texts]
+
+    def _encode_words(self, examples: list[list[str]], use_fast: bool) -> list[tuple[list, list, list]]:
+        """(ids, offsets, word indices) of each list of words: every word is encoded on its own (it may still
+        become several pieces, or none) and its tokens carry its index; offsets are within the word, as in
+        transformers' ``is_split_into_words=True``."""
+        flat = [w for words in examples for w in words]
+        encoded = iter(self._encode_many(flat, use_fast))
+        out = []
+        for words in examples:
+            ids, offs, index = [], [], []
+            for w in range(len(words)):
+                word_ids, word_offs, _ = next(encoded)
+                ids.extend(word_ids)
+                offs.extend(word_offs)
+                index.extend([w] * len(word_ids))
+            out.append((ids, offs, index))
+        return out
 
     def tokenize(self, text: str) -> list[str]:
         """The word pieces of ``text`` (no special tokens)."""
         text = _check_text(text, "text")
-        return [piece for piece, _, _ in self._pieces(text)]
+        return [piece for piece, _, _, _ in self._pieces(text)]
 
     # -- ids and tokens --------------------------------------------------------------------------------
     @property
@@ -607,7 +648,7 @@ class BertTokenizer:
                  max_length: int | None = None, padding=False, return_tensors: str | None = None,
                  return_offsets_mapping: bool = False, stride: int = 0, return_overflowing_tokens: bool = False,
                  return_attention_mask: bool = True, return_token_type_ids: bool = True,
-                 use_fast: bool | None = None) -> BatchEncoding:
+                 use_fast: bool | None = None, is_split_into_words: bool = False) -> BatchEncoding:
         """Encode a text, a pair of texts, or a batch of either, into BERT's inputs.
 
         ``text``: a str, or a list of str, or a list of (str, str) pairs. ``text_pair``: a str (with a str
@@ -625,14 +666,25 @@ class BertTokenizer:
         ``return_offsets_mapping``: (start, end) character spans into the original text of each token,
         (0, 0) for special tokens and padding. ``use_fast``: None = fast path for batches, pure Python
         for a single text.
+
+        ``is_split_into_words=True``: each text is a list of words (a batch is a list of such lists), as
+        token-classification data come (CoNLL-2003's ``tokens``). Each word is tokenized on its own and
+        ``word_ids(i)`` of the result maps every token back to its word (None for special tokens), which is
+        how word labels are put on tokens (:func:`minibert.ner.align_labels`). Offsets are then within each
+        word, as in transformers.
         """
         # ---- what kind of input is it?
         if text is None:
             raise TypeError("text must be a str, a list of str, or a list of (str, str) pairs, got None")
         if isinstance(text, (bytes, bytearray)):
             raise TypeError("text is bytes; decode it to str first (e.g. text.decode('utf-8'))")
-        batched = not isinstance(text, str)
-        if batched:
+        if is_split_into_words:
+            firsts, seconds, batched = self._join_words(text, text_pair)
+        else:
+            batched = not isinstance(text, str)
+        if is_split_into_words:
+            pass
+        elif batched:
             if not isinstance(text, (list, tuple, dict, set)) and hasattr(text, "__iter__"):
                 text = list(text)   # e.g. a datasets Column
             if not isinstance(text, (list, tuple)):
@@ -689,16 +741,21 @@ class BertTokenizer:
         # ---- pieces
         if use_fast is None:
             use_fast = self.use_fast and batched
-        enc_a = self._encode_many(firsts, use_fast)
-        enc_b = self._encode_many(seconds, use_fast) if is_pair else None
+        encode = self._encode_words if is_split_into_words else self._encode_many
+        enc_a = encode(firsts, use_fast)
+        enc_b = encode(seconds, use_fast) if is_pair else None
 
         # ---- truncation, windows, special tokens
-        rows, sample_map = [], []
-        for i, (ids_a, offs_a) in enumerate(enc_a):
-            ids_b, offs_b = enc_b[i] if is_pair else (None, None)
-            for wa, wb in self._truncate(ids_a, offs_a, ids_b, offs_b, strategy, max_length, n_special,
-                                         stride, i):
+        rows, word_rows, sample_map = [], [], []
+        for i, (ids_a, offs_a, words_a) in enumerate(enc_a):
+            ids_b, offs_b, words_b = enc_b[i] if is_pair else (None, None, None)
+            windows = self._truncate(ids_a, offs_a, ids_b, offs_b, strategy, max_length, n_special, stride, i)
+            # The word indices are cut into the same windows (the cuts depend only on the lengths).
+            word_windows = self._truncate(ids_a, words_a, ids_b, words_b, strategy, max_length, n_special,
+                                          stride, i)
+            for (wa, wb), (va, vb) in zip(windows, word_windows):
                 rows.append(self._with_specials(wa, wb, add_special_tokens))
+                word_rows.append(self._word_row(va[1], vb[1] if vb is not None else None, add_special_tokens))
                 sample_map.append(i)
                 if not return_overflowing_tokens:
                     break
@@ -712,7 +769,10 @@ class BertTokenizer:
                     ids.extend([self.pad_token_id] * extra)
                     types.extend([0] * extra)
                     offs.extend([(0, 0)] * extra)
+            for words in word_rows:
+                words.extend([None] * (target - len(words)))
         out = BatchEncoding()
+        out._word_ids = word_rows
         out["input_ids"] = [r[0] for r in rows]
         if return_token_type_ids:
             out["token_type_ids"] = [r[1] for r in rows]
@@ -736,6 +796,36 @@ class BertTokenizer:
             for k in list(out):
                 out[k] = out[k][0]
         return out
+
+    @staticmethod
+    def _join_words(text, text_pair):
+        """Check ``is_split_into_words`` input: (list of word lists, list of word lists or None, batched)."""
+        def is_words(x):
+            return isinstance(x, (list, tuple)) and all(isinstance(w, str) for w in x)
+
+        if not isinstance(text, (str, list, tuple, dict, set)) and hasattr(text, "__iter__"):
+            text = list(text)                   # e.g. a datasets Column
+        if not isinstance(text_pair, (type(None), str, list, tuple, dict, set)) and hasattr(text_pair, "__iter__"):
+            text_pair = list(text_pair)
+        if isinstance(text, str) or not isinstance(text, (list, tuple)):
+            raise TypeError(f"with is_split_into_words=True, text must be a list of words (or a batch of such "
+                            f"lists), got {type(text).__name__}")
+        batched = not is_words(text) and all(isinstance(t, (list, tuple)) for t in text)
+        texts = list(text) if batched else [text]
+        pairs = None
+        if text_pair is not None:
+            pairs = list(text_pair) if batched else [text_pair]
+            if len(pairs) != len(texts):
+                raise ValueError(f"text has {len(texts)} examples but text_pair has {len(pairs)}")
+        for name, examples in (("text", texts), ("text_pair", pairs or [])):
+            for i, words in enumerate(examples):
+                where = f"{name}[{i}]" if batched else name
+                if not isinstance(words, (list, tuple)):
+                    raise TypeError(f"with is_split_into_words=True, {where} must be a list of str words, got "
+                                    f"{type(words).__name__}")
+                for k, w in enumerate(words):
+                    _check_text(w, f"{where}[{k}]")
+        return [list(t) for t in texts], (None if pairs is None else [list(p) for p in pairs]), batched
 
     def _truncate(self, ids_a, offs_a, ids_b, offs_b, strategy, max_length, n_special, stride, i):
         """(A window, B window) combinations, the kept one first; HF BertTokenizerFast's order."""
@@ -767,6 +857,16 @@ class BertTokenizer:
             combos.extend((oa, ob) for ob in wb[1:])
         combos.extend((wa[0], ob) for ob in wb[1:])
         return combos
+
+    @staticmethod
+    def _word_row(words_a, words_b, add_special_tokens):
+        """The word index of each token of [CLS] A [SEP] (B [SEP]): None for the special tokens."""
+        if not add_special_tokens:
+            return list(words_a) + (list(words_b) if words_b is not None else [])
+        row = [None, *words_a, None]
+        if words_b is not None:
+            row += [*words_b, None]
+        return row
 
     def _with_specials(self, wa, wb, add_special_tokens):
         """(ids, token_type_ids, offsets, n_real) of [CLS] A [SEP] (B [SEP])."""

@@ -77,7 +77,7 @@ def test_minibert_round_trip_keeps_config_and_weights(tmp_path):
     ours.save_pretrained(tmp_path)
     ours.save_pretrained(tmp_path)                 # overwriting an existing checkpoint is fine
     back = BertForSequenceClassification.from_pretrained(tmp_path)
-    assert back.config == cfg and back.loading_info == {"initialized": [], "ignored": []}
+    assert back.config == cfg and back.loading_info == {"initialized": [], "ignored": [], "mismatched": []}
     for (n, p), (m, q) in zip(ours.state_dict().items(), back.state_dict().items()):
         assert n == m and torch.equal(p, q), n
     # the saved file holds each tied tensor once: no decoder weight in an MLM checkpoint
@@ -100,7 +100,7 @@ def test_legacy_gamma_beta_names_buffers_and_pytorch_bin(tmp_path):
     torch.save(state, tmp_path / "pytorch_model.bin")
     tiny().to_json_file(tmp_path / "config.json")
     loaded = BertForMaskedLM.from_pretrained(tmp_path)
-    assert loaded.loading_info == {"initialized": [], "ignored": []}
+    assert loaded.loading_info == {"initialized": [], "ignored": [], "mismatched": []}
     with torch.no_grad():
         assert torch.equal(ref(**inputs()).logits, loaded(**inputs()).logits)
 
@@ -179,6 +179,49 @@ def test_wrong_shapes_raise_listing_each(tmp_path):
         BertForSequenceClassification.from_pretrained(tmp_path / "cls", num_labels=5)
 
 
+def test_ignore_mismatched_sizes_starts_the_head_fresh_and_reports_it(tmp_path):
+    torch.manual_seed(0)
+    saved = perturbed(BertForSequenceClassification(tiny(num_labels=2, id2label={0: "negative", 1: "positive"})))
+    saved.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match=r"classifier.weight: checkpoint \(2, 128\) vs model \(3, 128\).*"
+                                              r"pass ignore_mismatched_sizes=True"):
+        BertForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
+    model = BertForSequenceClassification.from_pretrained(tmp_path, num_labels=3, ignore_mismatched_sizes=True)
+    assert model.loading_info["mismatched"] == ["classifier.weight: checkpoint (2, 128) vs model (3, 128)",
+                                                "classifier.bias: checkpoint (2,) vs model (3,)"]
+    assert model.loading_info["initialized"] == ["classifier.weight", "classifier.bias"]
+    assert model.config.num_labels == 3 and model.config.id2label is None     # the old names are dropped
+    assert model.classifier.weight.shape == (3, 128)
+    assert float(model.classifier.weight.detach().std()) == pytest.approx(0.02, rel=0.2)   # Google's fresh init
+    assert torch.count_nonzero(model.classifier.bias) == 0
+    for name, p in saved.bert.named_parameters():                                # the encoder is loaded
+        torch.testing.assert_close(model.bert.get_parameter(name), p, rtol=0, atol=0)
+    # the encoder must still fit: a config that does not describe the weights is an error
+    with pytest.raises(CheckpointError, match=r"position_embeddings.weight: checkpoint \(32, 128\) vs model"):
+        BertForSequenceClassification.from_pretrained(tmp_path, max_position_embeddings=64,
+                                                      ignore_mismatched_sizes=True)
+    # transformers, given the same flag, also keeps the encoder and starts the classifier fresh
+    ref = transformers.BertForSequenceClassification.from_pretrained(tmp_path, num_labels=3,
+                                                                     ignore_mismatched_sizes=True)
+    torch.testing.assert_close(ref.bert.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight)
+
+
+def test_saved_files_have_the_usual_permissions(tmp_path):
+    # safetensors replaces the temporary file atomic_path made, which used to leave model.safetensors 0600.
+    from minibert.tokenizer import BertTokenizer
+    from minibert.data import vocab_path
+
+    old = os.umask(0o022)
+    try:
+        BertForSequenceClassification(tiny()).save_pretrained(tmp_path)
+        BertTokenizer.from_pretrained(vocab_path()).save_pretrained(tmp_path)
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+    assert modes == {n: "0o644" for n in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json",
+                                          "tokenizer.json")}
+
+
 def test_missing_or_extra_encoder_weights_raise(tmp_path):
     BertModel(tiny()).save_pretrained(tmp_path)
     state = load_file(tmp_path / "model.safetensors")
@@ -236,7 +279,7 @@ def test_untied_decoder_from_transformers(tmp_path, cls, hf_name):
     assert ref.cls.predictions.decoder.weight is not ref.bert.embeddings.word_embeddings.weight
     ref.save_pretrained(tmp_path / "hf")
     model, info = cls.from_pretrained(tmp_path / "hf", output_loading_info=True)
-    assert info == {"initialized": [], "ignored": []}
+    assert info == {"initialized": [], "ignored": [], "mismatched": []}
     assert model.cls.predictions.decoder.weight is not model.bert.embeddings.word_embeddings.weight
     x = inputs()
     with torch.no_grad():

@@ -219,7 +219,7 @@ def test_every_head_matches_transformers(name, hf_dirs):
     import minibert.model as M
     theirs, path = hf_dirs[name]
     ours = getattr(M, name).from_pretrained(path, attn_implementation="eager")
-    assert ours.loading_info == {"initialized": [], "ignored": []}
+    assert ours.loading_info == {"initialized": [], "ignored": [], "mismatched": []}
     inputs = batch(choices=2 if name == "BertForMultipleChoice" else None)
     inputs.update(labels_for(name))
     with torch.no_grad():
@@ -269,7 +269,7 @@ def test_real_pretrained_weights_match_transformers(impl, real_reference):
     assert inputs["attention_mask"].min() == 0 and inputs["token_type_ids"].max() == 1  # padding and pairs
     ours = BertModel.from_pretrained(pretrained_path(), attn_implementation=impl)
     assert ours.config.num_hidden_layers == 6 and ours.config.hidden_size == 384
-    assert ours.loading_info == {"initialized": [], "ignored": []}
+    assert ours.loading_info == {"initialized": [], "ignored": [], "mismatched": []}
     assert not ours.training                            # from_pretrained returns eval mode, like HF
     with torch.no_grad():
         b = ours(**inputs, output_hidden_states=True)

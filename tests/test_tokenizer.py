@@ -590,3 +590,46 @@ def test_offsets_cover_removed_combining_marks(tok):
     for fast in (False, True):
         enc = tok([text], return_offsets_mapping=True, use_fast=fast)
         assert [text[a:b] for a, b in enc["offset_mapping"][0][1:-1]] == ["Zoe\u0308", ",", "Noe\u0308l\u0301"]
+
+
+# ------------------------------------------------------------------------- words: word_ids, is_split_into_words
+WORD_TEXTS = ["Hello, world! The [MASK] sat.", "U.S. naïve café déjà-vu 中文字 x", "don't stop   me now", ""]
+
+
+@pytest.mark.parametrize("use_fast", [True, False])
+def test_word_ids_of_text_match_transformers(tok, hf, use_fast):
+    for text in WORD_TEXTS:
+        assert tok(text, use_fast=use_fast).word_ids() == hf(text).word_ids(), text
+    ours, ref = tok(WORD_TEXTS[:3], WORD_TEXTS[1:], use_fast=use_fast), hf(WORD_TEXTS[:3], WORD_TEXTS[1:])
+    for i in range(3):                    # a pair counts the words of each text from 0
+        assert ours.word_ids(i) == ref.word_ids(i)
+    # windows of a long passage, padded: the word indices follow the tokens into every window
+    passages = ["The Normans gave their name to Normandy, a region in France, in the 10th century.", "Short one."]
+    kw = dict(truncation="only_second", max_length=16, stride=4, return_overflowing_tokens=True, padding=True)
+    ours, ref = tok(["Who?", "What?"], passages, use_fast=use_fast, **kw), hf(["Who?", "What?"], passages, **kw)
+    assert len(ours["input_ids"]) == len(ref["input_ids"]) > 3
+    for i in range(len(ref["input_ids"])):
+        assert ours.word_ids(i) == ref.word_ids(i)
+    assert tok("a b")._word_ids is not None and tok("a b").word_ids(0) == [None, 0, 1, None]
+    with pytest.raises(IndexError, match="batch_index 1 is out of range for a batch of 1"):
+        tok("a b").word_ids(1)
+
+
+@pytest.mark.parametrize("use_fast", [True, False])
+def test_is_split_into_words_matches_transformers(tok, hf, use_fast):
+    words = [["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
+             ["Peter", "Blackburn", "", "U.S.", "naïve", "Johanson"]]
+    kw = dict(is_split_into_words=True, truncation=True, max_length=9, return_offsets_mapping=True)
+    ours, ref = tok(words, use_fast=use_fast, **kw), hf(words, **kw)
+    assert ours["input_ids"] == ref["input_ids"]
+    assert [[tuple(o) for o in row] for row in ours["offset_mapping"]] == \
+        [[tuple(o) for o in row] for row in ref["offset_mapping"]]            # offsets within each word
+    for i in range(2):
+        assert ours.word_ids(i) == ref.word_ids(i)   # the empty word gets no token; U.S. is 4 pieces of word 3
+    one, ref_one = tok(words[0], words[1], is_split_into_words=True, return_tensors="pt"), \
+        hf(words[0], words[1], is_split_into_words=True)
+    assert one["input_ids"][0].tolist() == ref_one["input_ids"] and one.word_ids() == ref_one.word_ids()
+    with pytest.raises(TypeError, match=r"is_split_into_words=True, text must be a list of words"):
+        tok("EU rejects", is_split_into_words=True)
+    with pytest.raises(TypeError, match=r"text\[1\]\[0\] must be a str, got int"):
+        tok([["EU"], [3]], is_split_into_words=True)
