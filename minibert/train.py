@@ -585,7 +585,9 @@ class Trainer:
             loader = torch.utils.data.DataLoader(
                 batches.instances, batch_sampler=batches.index_stream(), collate_fn=batches.collate_fn,
                 num_workers=self.config.num_workers, prefetch_factor=self.config.prefetch_factor,
-                pin_memory=self.device.type == "cuda", worker_init_fn=_worker_ignores_signals)
+                pin_memory=self.device.type == "cuda", worker_init_fn=_worker_ignores_signals,
+                # its own generator: drawing the workers' seeds must not move the global RNG (dropout)
+                generator=torch.Generator().manual_seed(batches.seed + batches.epoch))
             self._loader = (batches, iter(loader))
         try:
             micro = [next(self._loader[1]) for _ in range(batches.grad_accum)]
