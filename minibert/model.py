@@ -211,6 +211,11 @@ class BertSelfAttention(nn.Module):
     * "sdpa": ``torch.nn.functional.scaled_dot_product_attention``, fused and memory-efficient.
 
     ``config.attn_implementation`` picks one; ``output_attentions=True`` forces the explicit kernel.
+
+    ``fused_qkv`` (off by default; :meth:`BertPreTrainedModel.set_fused_qkv`) computes Q, K and V with one
+    matmul against the three weights concatenated in ``forward`` ((3H, H): one large GEMM instead of three
+    small ones). The parameters stay ``query``/``key``/``value`` (transformers' names), so checkpoints load
+    unchanged; the result equals the three projections up to float rounding.
     """
 
     def __init__(self, config: BertConfig):
@@ -223,6 +228,7 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, self.all_head_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.attn_implementation = config.attn_implementation
+        self.fused_qkv = False
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq_len, _ = x.shape                                              # (B, S, H)
@@ -235,9 +241,15 @@ class BertSelfAttention(nn.Module):
 
         Returns the context (B, S, H) and, when ``output_attentions``, the probabilities (B, A, S, S).
         """
-        q = self._split_heads(self.query(hidden_states))   # (B, A, S, D)
-        k = self._split_heads(self.key(hidden_states))     # (B, A, S, D)
-        v = self._split_heads(self.value(hidden_states))   # (B, A, S, D)
+        if self.fused_qkv:
+            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])   # (3H, H)
+            bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])           # (3H,)
+            qkv = F.linear(hidden_states, weight, bias)                                   # (B, S, 3H)
+            q, k, v = (self._split_heads(x) for x in qkv.split(self.all_head_size, dim=-1))   # (B, A, S, D)
+        else:
+            q = self._split_heads(self.query(hidden_states))   # (B, A, S, D)
+            k = self._split_heads(self.key(hidden_states))     # (B, A, S, D)
+            v = self._split_heads(self.value(hidden_states))   # (B, A, S, D)
         # The additive mask in the dtype the scores are computed in (bf16/fp16 under autocast).
         mask = None if attention_mask is None else additive_mask(attention_mask, q.dtype)  # (B, 1, 1|S, S)
 
@@ -456,6 +468,13 @@ class BertPreTrainedModel(nn.Module):
         for module in self.modules():
             if isinstance(module, BertSelfAttention):
                 module.attn_implementation = impl
+        return self
+
+    def set_fused_qkv(self, fused: bool = True) -> "BertPreTrainedModel":
+        """Compute Q, K, V with one matmul per layer (see :class:`BertSelfAttention`); same parameters."""
+        for module in self.modules():
+            if isinstance(module, BertSelfAttention):
+                module.fused_qkv = bool(fused)
         return self
 
     def get_input_embeddings(self) -> nn.Embedding:

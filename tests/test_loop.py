@@ -121,3 +121,53 @@ def test_a_non_finite_step_is_skipped_on_the_device_and_reported_at_the_next_log
     state = trainer.optimizer.state[next(trainer.model.parameters())]
     assert int(state["step"]) == 3                            # steps 1, 3 and 4 applied; 2 skipped
     assert not (tmp_path / "checkpoint.pt").exists()          # nothing written past a diverged step
+
+
+# ============================================================================== instances as arrays
+@pytest.fixture(scope="module")
+def real_instances():
+    """Instances built from the local corpora with static masks (the pipeline of minibert.pretrain)."""
+    from minibert.corpus import load_corpora
+    from minibert.pretrain import load_tokenizer
+    from minibert.pretraining import create_pretraining_dataset
+
+    tokenizer = load_tokenizer()
+    corpus = load_corpora(("wikipedia_summaries", "books"), max_documents=20)
+    return tokenizer, create_pretraining_dataset(corpus, tokenizer, max_seq_length=64, dupe_factor=1,
+                                                 max_predictions_per_seq=10, seed=3)
+
+
+@pytest.mark.parametrize("options", [dict(mlm_format="sparse"), dict(mlm_format="dense"),
+                                     dict(mlm_format="sparse", pad_to_length=64, pad_predictions_to=10),
+                                     dict(mlm_format="dense", pad_to_multiple_of=8)])
+def test_array_rows_collate_into_the_same_batches_as_the_instances(real_instances, options):
+    from minibert.pretraining import DataCollatorForPreTraining, InstanceArrays
+
+    tokenizer, instances = real_instances
+    arrays = InstanceArrays.from_dataset(instances, pad_token_id=tokenizer.pad_token_id)
+    assert len(arrays) == len(instances) > 64
+    assert arrays[5] == {k: instances[5][k] for k in arrays[5]}
+    collate = DataCollatorForPreTraining(tokenizer, **options)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        rows = torch.randperm(len(instances), generator=g)[:16].tolist()
+        expected = collate(instances.__getitems__(rows))
+        got = collate(arrays.__getitems__(rows))
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert got[key].dtype == expected[key].dtype and torch.equal(got[key], expected[key]), key
+    if "pad_to_length" in options:
+        assert got["input_ids"].shape == (16, 64) and got["labels"].shape == (16, 10)
+
+
+def test_a_batch_without_padding_can_leave_the_mask_out(real_instances):
+    from minibert.pretraining import DataCollatorForPreTraining, InstanceArrays
+
+    tokenizer, instances = real_instances
+    arrays = InstanceArrays.from_dataset(instances, pad_token_id=tokenizer.pad_token_id)
+    full = [i for i in range(len(arrays)) if arrays.arrays["lengths"][i] == 64][:4]
+    short = full[:3] + [int(arrays.arrays["lengths"].argmin())]
+    collate = DataCollatorForPreTraining(tokenizer, mlm_format="sparse", pad_to_length=64, omit_full_mask=True)
+    assert "attention_mask" not in collate(arrays.__getitems__(full))
+    assert "attention_mask" not in collate([instances[i] for i in full])
+    assert "attention_mask" in collate(arrays.__getitems__(short))
