@@ -155,7 +155,7 @@ def finetune_ner(model, tokenizer, *, train=None, eval=None, task: str = "conll2
                  eval_split: str = "validation", max_seq_length: int = 128, lr: float = DEFAULT_LR,
                  epochs: float = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH_SIZE,
                  warmup_proportion: float = DEFAULT_WARMUP, weight_decay: float = DEFAULT_WEIGHT_DECAY,
-                 seed: int = 42, eval_every: int | None = None, device=None,
+                 seed: int = 42, eval_every: int | None = None, device=None, group_by_length: bool = False,
                  log: Callable[[str], None] | None = None) -> dict:
     """Fine-tune a BertForTokenClassification (``num_labels`` = number of tags) and score it with seqeval."""
     from .data import load_dataset
@@ -175,7 +175,8 @@ def finetune_ner(model, tokenizer, *, train=None, eval=None, task: str = "conll2
         model.to(device)
     set_seed(seed)
     loader = make_loader(_model_inputs(train_features), batch_size, shuffle=True, seed=seed,
-                         pad_token_id=tokenizer.pad_token_id)
+                         pad_token_id=tokenizer.pad_token_id,
+                         group_by_length=group_by_length)
     history = fit(model, loader, epochs=epochs, lr=lr, warmup_proportion=warmup_proportion,
                   weight_decay=weight_decay, device=device, log=log, eval_every=eval_every,
                   eval_fn=lambda: evaluate_ner(model, eval_features, eval, names, device=device))
@@ -205,7 +206,8 @@ def run_ner(args, *, device=None, log=print):
                        max_eval_examples=args.max_eval_examples, max_seq_length=args.max_seq_length,
                        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                        warmup_proportion=args.warmup_proportion, weight_decay=args.weight_decay,
-                       seed=args.seed, device=device, log=log)
+                       seed=args.seed, device=device, log=log,
+                        group_by_length=getattr(args, "group_by_length", False))
     metrics = {"task": args.task, "split": args.eval_split, "num_train": out["num_train"],
                "num_eval": out["num_eval"], **out["metrics"]}
     return model, tokenizer, metrics
