@@ -281,9 +281,10 @@ class Batches:
 
 
 # --------------------------------------------------------------------------------------- metrics
-def batch_metrics(batch: dict[str, torch.Tensor], output: Any) -> dict[str, torch.Tensor]:
-    """Sums and counts for MLM/NSP accuracy of one micro-batch, as 0-dim tensors on the batch's device
-    (nothing is read back to the host: a training step accumulates them and reads them when it logs).
+def batch_metrics(batch: dict[str, torch.Tensor], output: Any) -> dict[str, torch.Tensor | int]:
+    """Sums and counts for MLM/NSP accuracy of one micro-batch: 0-dim tensors on the batch's device, or ints
+    for counts the host knows from shapes (nothing is read back to the host, and no host number is copied to
+    the device: a training step accumulates them and reads them when it logs).
 
     Works with the dense head (logits (B, S, V), labels (B, S)) and the sparse one (logits (B, P, V),
     labels (B, P)): in both, positions with label -100 are not predictions. Empty of MLM/NSP entries for a
@@ -298,10 +299,9 @@ def batch_metrics(batch: dict[str, torch.Tensor], output: Any) -> dict[str, torc
     nsp_logits, nsp_labels = getattr(output, "seq_relationship_logits", None), batch.get("next_sentence_label")
     if nsp_logits is not None and nsp_labels is not None:
         sums["nsp_correct"] = (nsp_logits.argmax(-1) == nsp_labels).sum()
-        sums["nsp_count"] = torch.tensor(nsp_labels.numel(), device=nsp_labels.device)
+        sums["nsp_count"] = nsp_labels.numel()                         # known on the host: an int
     mask = batch.get("attention_mask")
-    sums["tokens"] = (mask.sum() if mask is not None
-                      else torch.tensor(batch["input_ids"].numel(), device=batch["input_ids"].device))
+    sums["tokens"] = mask.sum() if mask is not None else batch["input_ids"].numel()
     return sums
 
 
