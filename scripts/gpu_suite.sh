@@ -4,6 +4,7 @@
 #   scripts/gpu_suite.sh OUT_FOLDER            # then: python scripts/collect_gpu_results.py OUT_FOLDER
 #   scripts/gpu_suite.sh --dry-run OUT_FOLDER  # print the parts and their commands; run nothing
 #
+# Limits: 50 + 70 + 270 + 110 s, plus 10 s of kill grace each = 540 s at most.
 # Parts, each with its own time limit, each writing into OUT_FOLDER as it goes (fail soft: a part that
 # fails or runs out of time leaves what it wrote, and the next part still runs):
 #   1. correctness: benchmarks/gpu_check_model.py (BASE, bf16, SDPA vs eager, padding)     -> gpu_check.json
@@ -42,12 +43,12 @@ part() {
 [ "$DRY" = 1 ] || { echo "# scripts/gpu_suite.sh at $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%FT%TZ)" > "$OUT/suite.txt"; \
   "$PY" -c "import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')" >> "$OUT/suite.txt" 2>&1; }
 
-part check 60 "$PY" benchmarks/gpu_check_model.py --sizes base --out "$OUT/gpu_check.json"
-part loop 90 "$PY" benchmarks/gpu_check_loop.py --out "$OUT/gpu_check_loop.json"
+part check 50 "$PY" benchmarks/gpu_check_model.py --sizes base --out "$OUT/gpu_check.json"
+part loop 70 "$PY" benchmarks/gpu_check_loop.py --out "$OUT/gpu_check_loop.json"
 part bench 270 "$PY" benchmarks/bench_pretrain_gpu.py --models base --seq-lens 128 --steps 15 --warmup 3 \
   --trainer-documents 500 --out "$OUT/bench_base128.json" \
-  --variants hf hf-compile minibert-compile trainer minibert-fused minibert-fused-flash minibert-graphs trainer-graphs
-part pretrain 120 "$PY" -m minibert.pretrain --config base --batch-size 256 --steps 60 --lr 1e-4 --warmup 10 \
+  --variants hf hf-compile minibert-compile trainer minibert-fused minibert-fused-flash minibert-graphs
+part pretrain 110 "$PY" -m minibert.pretrain --config base --batch-size 256 --steps 40 --lr 1e-4 --warmup 10 \
   --dupe-factor 1 --log-every 10 --compile --fused-qkv --checkpoint-minutes 0 --out "$OUT/pretrain_run" --overwrite
 [ "$DRY" = 1 ] || { cp "$OUT/pretrain_run/metrics.jsonl" "$OUT/pretrain_compile_metrics.jsonl" 2>/dev/null; \
   rm -f "$OUT/pretrain_run/checkpoint.pt" "$OUT/pretrain_run/model.safetensors"; }   # GBs, not results
