@@ -15,6 +15,14 @@ Everything a pre-training run needs, in the order a step uses it:
   fp32 on CPU), clip the global gradient norm at 1.0, optimizer step, scheduler step, log. It writes a
   JSON-lines metrics log and atomic checkpoints (model, optimizer, scheduler, step, RNG states, data
   position) from which a run resumes on exactly the same trajectory.
+
+  A step never waits for the device: losses, accuracy counts and the gradient norm stay device tensors
+  and are read once every ``log_every`` steps (and before a checkpoint); a step whose loss or gradient
+  norm is not finite is skipped on the device by the fused AdamW kernel (``optimizer.found_inf``) and
+  reported as :class:`NonFiniteError` at the next read. With ``num_workers`` > 0, DataLoader workers
+  collate the next batches ahead (pinned memory, ``non_blocking`` copies) over :meth:`Batches.index_stream`:
+  the same batches in the same order, and the checkpoint holds what the trainer consumed, not what the
+  workers prepared.
 * :func:`setup_distributed` — reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as set by ``torchrun`` and
   starts the process group; the Trainer then wraps the model in ``DistributedDataParallel``.
 
@@ -23,6 +31,8 @@ Where minibert differs from Google's code (and why):
 * Google's ``AdamWeightDecayOptimizer`` has no bias correction of the moment estimates; ``torch.optim.AdamW``
   has. With the 10,000-step warmup the difference vanishes after the first few thousand steps; we keep
   PyTorch's fused kernel rather than write our own optimizer.
+* A diverged step is detected up to ``log_every`` steps late (its update was skipped, later finite steps
+  were applied); training then stops without writing a checkpoint past it. Google's code checks nothing.
 * The loss of a step is the mean of the micro-batch losses (each micro-batch's MLM loss is a mean over its
   masked tokens). That is what Google's code computes across TPU cores (each core averages over its own
   masked tokens, then the gradients are averaged), and what DDP computes across GPUs; a single process
