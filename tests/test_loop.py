@@ -171,3 +171,30 @@ def test_a_batch_without_padding_can_leave_the_mask_out(real_instances):
     assert "attention_mask" not in collate(arrays.__getitems__(full))
     assert "attention_mask" not in collate([instances[i] for i in full])
     assert "attention_mask" in collate(arrays.__getitems__(short))
+
+
+# ============================================================================== the command line's options
+def test_pretrain_with_workers_static_shapes_and_fused_qkv_runs_and_resumes(tmp_path):
+    from minibert.pretrain import pretrain
+    from test_faults import small_run
+
+    out = tmp_path / "run"
+    fast = dict(static_shapes=True, num_workers=2, fused_qkv=True)
+    first = pretrain(small_run(out, steps=4, **fast))
+    assert [r["step"] for r in first["history"]] == [1, 2, 3, 4]
+    assert (out / "model.safetensors").exists()
+    again = pretrain(small_run(out, steps=4, overwrite=True, **fast))
+    assert [r["loss"] for r in again["history"]] == [r["loss"] for r in first["history"]]   # deterministic
+    plain = pretrain(small_run(tmp_path / "plain", steps=4))
+    # Padding to the phase's length and one Q/K/V matmul change float rounding only.
+    assert [r["loss"] for r in plain["history"]] == pytest.approx([r["loss"] for r in first["history"]], abs=1e-4)
+
+
+def test_compile_mode_needs_compile():
+    from minibert.pretrain import validate
+    from test_faults import small_run
+
+    with pytest.raises(ValueError, match="--compile-mode reduce-overhead needs --compile"):
+        validate(small_run("o", compile_mode="reduce-overhead"))
+    with pytest.raises(ValueError, match="--num-workers must be an integer >= 0, got -1"):
+        validate(small_run("o", num_workers=-1))
