@@ -504,7 +504,9 @@ class BertPreTrainedModel(nn.Module):
 def _check_ids(input_ids, inputs_embeds, dims: int = 2, config: BertConfig | None = None,
                token_type_ids=None) -> None:
     """Clear errors for the usual input mistakes. Id ranges are checked for CPU tensors only (on a GPU
-    that check would stall the device; an out-of-range id there fails inside the embedding kernel)."""
+    that check would stall the device; an out-of-range id there fails inside the embedding kernel), and
+    not under ``torch.compile`` (reading the ids' range would break the graph and specialise it on the
+    values, one recompilation per batch)."""
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids or inputs_embeds")
     if input_ids is None:
@@ -515,7 +517,8 @@ def _check_ids(input_ids, inputs_embeds, dims: int = 2, config: BertConfig | Non
         raise ValueError(f"input_ids must have {dims} dimensions, got shape {tuple(input_ids.shape)}")
     if input_ids.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
-    if config is not None and input_ids.device.type == "cpu" and input_ids.numel():
+    if (config is not None and input_ids.device.type == "cpu" and input_ids.numel()
+            and not torch.compiler.is_compiling()):
         low, high = input_ids.min().item(), input_ids.max().item()
         if low < 0 or high >= config.vocab_size:
             raise ValueError(f"input_ids must be in [0, vocab_size={config.vocab_size}), got values in "

@@ -5,6 +5,7 @@ import sys
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -198,3 +199,40 @@ def test_compile_mode_needs_compile():
         validate(small_run("o", compile_mode="reduce-overhead"))
     with pytest.raises(ValueError, match="--num-workers must be an integer >= 0, got -1"):
         validate(small_run("o", num_workers=-1))
+
+
+def test_static_shapes_compile_once_and_varying_shapes_recompile(real_instances):
+    """torch.compile (dynamo, counted by a test backend) traces the step's shapes once when every batch is
+    padded to the phase's length; with batches padded to their own longest sequence it traces again.
+    (Run on CPU with a counting backend: no compiler needed.)"""
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    from minibert.config import BertConfig
+    from minibert.model import BertForPreTraining
+    from minibert.pretraining import DataCollatorForPreTraining, InstanceArrays
+
+    tokenizer, instances = real_instances
+    arrays = InstanceArrays.from_dataset(instances, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig.from_preset("tiny", vocab_size=tokenizer.vocab_size, num_hidden_layers=1))
+    by_length = np.argsort(arrays.arrays["lengths"], kind="stable")
+    groups = [by_length[-4:], by_length[:4], by_length[40:44], by_length[-8:-4], by_length[80:84]]
+    groups = [g.tolist() for g in groups]                                # the longest (64) first, then shorter
+    assert len({int(arrays.arrays["lengths"][g].max()) for g in groups}) >= 3
+    traced = {}
+    for static in (True, False):
+        torch._dynamo.reset()
+        counter = CompileCounter()
+        compiled = torch.compile(model, backend=counter, dynamic=False)
+        options = dict(pad_to_length=64, pad_predictions_to=10) if static else {}
+        collate = DataCollatorForPreTraining(tokenizer, mlm_format="sparse", **options)
+        counts = []
+        for rows in groups:                                  # batches of different longest sequences
+            compiled(**collate(arrays.__getitems__(rows))).loss.backward()
+            counts.append(counter.frame_count)
+        traced[static] = counts
+    torch._dynamo.reset()
+    # The second call traces once more (the parameters now have gradients); then nothing new.
+    assert traced[True][1] > 0 and traced[True][-1] == traced[True][1]
+    assert traced[False][-1] > traced[False][1]                             # new shapes, new traces
