@@ -14,6 +14,15 @@ Variants (``--variants``):
 * ``minibert-compile``   the same under ``torch.compile``
 * ``minibert-flash``     sparse head, compiled, and no attention mask: SDPA may then pick the flash kernel
   (legitimate here because no sequence is padded; with padding the mask is needed)
+* ``minibert-fused``     ``minibert-compile`` with one fused Q/K/V projection per layer (issue 14)
+* ``minibert-fused-flash`` the fused projection and no mask
+* ``minibert-graphs``    ``minibert-fused-flash`` compiled with ``mode="reduce-overhead"`` (CUDA graphs; the
+  shapes are static)
+* ``trainer``            the real ``minibert.train.Trainer`` (compiled, fused Q/K/V, static shapes, DataLoader
+  workers, metrics read every 10 steps) on real instances built from the local corpora, reported beside
+  the bare step with the ratio; ``tokens_per_s`` counts every slot of the padded batch (comparable with the
+  bare step), ``real_tokens_per_s`` the non-padding ones
+* ``trainer-graphs``     the same with ``compile_mode="reduce-overhead"``
 
 Levers and where they show: the sparse head (``minibert`` vs ``minibert-dense``), ``torch.compile``
 (``*-compile``), SDPA's flash kernel (``minibert-flash``), fused AdamW (every variant uses it). Not measured
@@ -28,11 +37,14 @@ shows as a lower MFU.
     python benchmarks/bench_pretrain_gpu.py                       # everything, writes results/pretrain_gpu.json
     python benchmarks/bench_pretrain_gpu.py --models base --seq-lens 128 --variants hf minibert
 
-On a machine without a CUDA GPU it says so and exits with status 0, writing nothing.
+On a machine without a CUDA GPU it says so and exits with status 0, writing nothing (``--device cpu`` runs
+the same code on the CPU at toy sizes, to check the script; ``--dry-run`` prints the plan). The JSON is
+written (atomically) after every variant, so a run stopped by a time limit keeps its finished rows.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import json
@@ -43,7 +55,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("hf", "hf-compile", "minibert-dense", "minibert", "minibert-compile", "minibert-flash")
+VARIANTS = ("hf", "hf-compile", "minibert-dense", "minibert", "minibert-compile", "minibert-flash",
+            "minibert-fused", "minibert-fused-flash", "minibert-graphs", "trainer", "trainer-graphs")
+# The bare step each Trainer variant is built on (its levers, full batches): the ratio's denominator.
+TRAINER_BASE = {"trainer": "minibert-fused", "trainer-graphs": "minibert-graphs"}
 PREDICTIONS = {128: 20, 512: 80}
 
 
@@ -78,45 +93,140 @@ def build(variant: str, config):
     return BertForPreTraining(config.replace(attn_implementation="sdpa"))
 
 
-def measure(variant: str, config, seq_len: int, batch_size: int, steps: int, warmup: int) -> dict:
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(variant: str, config, seq_len: int, batch_size: int, steps: int, warmup: int,
+            device=torch.device("cuda")) -> dict:
     from minibert.train import create_optimizer
 
-    device = torch.device("cuda")
     model = build(variant, config).to(device).train()
-    optimizer = create_optimizer(model, lr=1e-4)                      # fused AdamW on CUDA
+    if "fused" in variant or variant == "minibert-graphs":
+        model.set_fused_qkv(True)
+    optimizer = create_optimizer(model, lr=1e-4)                      # fused AdamW
     dense, sparse = make_batch(batch_size, seq_len, PREDICTIONS[seq_len], config.vocab_size, device)
     batch = dense if variant in ("hf", "hf-compile", "minibert-dense") else sparse
-    if variant == "minibert-flash":
+    if variant.endswith("flash") or variant == "minibert-graphs":
         batch = {k: v for k, v in batch.items() if k != "attention_mask"}
-    forward = torch.compile(model) if variant.endswith("compile") or variant == "minibert-flash" else model
+    graphs = variant == "minibert-graphs"
+    compiled = variant.endswith("compile") or variant.startswith("minibert-") and variant != "minibert-dense"
+    forward = (torch.compile(model, mode="reduce-overhead" if graphs else None)
+               if compiled else model)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast:
             out = forward(**batch)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return out.loss
+        return out.loss.detach().clone()
 
-    torch.cuda.reset_peak_memory_stats()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(warmup):                                           # includes compilation
         loss = step()
-    torch.cuda.synchronize()
+    _sync(device)
     warmup_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
         loss = step()
-    torch.cuda.synchronize()
+    _sync(device)
     elapsed = time.perf_counter() - start
     result = {"step_ms": 1000 * elapsed / steps, "tokens_per_s": batch_size * seq_len * steps / elapsed,
-              "warmup_s": warmup_s, "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30,
-              "final_loss": float(loss)}
+              "warmup_s": warmup_s, "final_loss": float(loss),
+              "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
     del model, optimizer, forward, batch, dense, sparse
-    gc.collect()
-    torch.cuda.empty_cache()
+    _free(device)
     return result
+
+
+def _free(device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+_INSTANCES: dict = {}
+
+
+def real_instances(seq_len: int, documents: int):
+    """Instances from the local corpora, as ``python -m minibert.pretrain`` builds them (cached per length)."""
+    from minibert.corpus import load_corpora
+    from minibert.pretrain import LOCAL_CORPORA, load_tokenizer
+    from minibert.pretraining import InstanceArrays, create_pretraining_dataset
+
+    if seq_len not in _INSTANCES:
+        tokenizer = load_tokenizer()
+        corpus = load_corpora(LOCAL_CORPORA, max_documents=documents)
+        data = create_pretraining_dataset(corpus, tokenizer, max_seq_length=seq_len,
+                                          max_predictions_per_seq=PREDICTIONS[seq_len], dupe_factor=2)
+        _INSTANCES[seq_len] = (tokenizer, InstanceArrays.from_dataset(data, pad_token_id=tokenizer.pad_token_id))
+    return _INSTANCES[seq_len]
+
+
+def measure_trainer(variant: str, config, seq_len: int, batch_size: int, steps: int, warmup: int,
+                    device=torch.device("cuda"), documents: int = 2000, workers: int = 4) -> dict:
+    """The real Trainer, as the CLI runs it with --compile --fused-qkv: tokens/s over ``steps`` steps."""
+    from minibert.model import BertForPreTraining
+    from minibert.pretraining import DataCollatorForPreTraining
+    from minibert.train import Batches, DistInfo, TrainConfig, Trainer, set_seed
+
+    tokenizer, arrays = real_instances(seq_len, documents)
+    predictions = PREDICTIONS[seq_len]
+    collate = DataCollatorForPreTraining(tokenizer, mlm_format="sparse", pad_to_length=seq_len,
+                                         pad_predictions_to=predictions)
+    batches = Batches(arrays, collate, batch_size, seed=0)
+    set_seed(0)
+    model = BertForPreTraining(config.replace(attn_implementation="sdpa", vocab_size=tokenizer.vocab_size))
+    model.set_fused_qkv(True)
+    compiled = device.type == "cuda"                                  # on CPU (a check of the script): eager
+    train_config = TrainConfig(steps=warmup + steps, lr=1e-4, warmup_steps=1, log_every=10, compile=compiled,
+                               compile_mode="reduce-overhead" if variant == "trainer-graphs" else None,
+                               num_workers=workers if device.type == "cuda" else 0, handle_signals=False)
+    trainer = Trainer(model, batches, train_config, DistInfo(device=device))
+    start = time.perf_counter()
+    trainer.train(until=warmup)                                       # compilation, first batches
+    _sync(device)
+    warmup_s = time.perf_counter() - start
+    position = batches.state_dict()
+    start = time.perf_counter()
+    trainer.train(until=warmup + steps)
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    replay = Batches(arrays, collate, batch_size, seed=0)             # the timed steps' instances
+    replay.load_state_dict(position)
+    real = sum(int(arrays.arrays["lengths"][indices].sum()) for _ in range(steps) for indices in replay.advance())
+    result = {"step_ms": 1000 * elapsed / steps, "tokens_per_s": batch_size * seq_len * steps / elapsed,
+              "real_tokens_per_s": real / elapsed, "padding": 1 - real / (batch_size * seq_len * steps),
+              "warmup_s": warmup_s, "final_loss": trainer.history[-1]["loss"], "instances": len(arrays),
+              "compiled": compiled,
+              "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+    del trainer, model
+    _free(device)
+    return result
+
+
+def ratios_of(results: list[dict]) -> list[dict]:
+    """Each minibert variant against transformers (plain and compiled), each Trainer against its bare step."""
+    ratios = []
+    by_key = {(r["model"], r["seq_len"], r["impl"]): r for r in results if "tokens_per_s" in r}
+    for (name, seq_len, impl), row in by_key.items():
+        refs = ("hf", "hf-compile") if impl.startswith("minibert") else ()
+        if impl in TRAINER_BASE:
+            refs = (TRAINER_BASE[impl], "minibert-compile", "hf-compile")
+        for ref in refs:
+            if (name, seq_len, ref) in by_key:
+                ratios.append({"model": name, "seq_len": seq_len, "impl": impl, "vs": ref,
+                               "ratio": row["tokens_per_s"] / by_key[(name, seq_len, ref)]["tokens_per_s"]})
+    return ratios
 
 
 def main(argv=None) -> int:
@@ -129,23 +239,46 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
     parser.add_argument("--out", default=str(ROOT / "results" / "pretrain_gpu.json"))
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: run the same code at toy sizes, to check the script (no bf16)")
+    parser.add_argument("--trainer-documents", type=int, default=2000,
+                        help="documents per corpus for the trainer variants' instances")
+    parser.add_argument("--dry-run", action="store_true", help="print what would run; measure nothing")
     args = parser.parse_args(argv)
 
-    if not torch.cuda.is_available():
+    sys.path.insert(0, str(ROOT))
+    from minibert.atomic import atomic_write_text
+    from minibert.config import BertConfig
+    from minibert.train import H100_BF16_PEAK_FLOPS, flops_per_token
+
+    plan = [(name, seq_len, max(1, args.tokens_per_batch // seq_len), variant)
+            for name in args.models for seq_len in args.seq_lens for variant in args.variants]
+    if args.dry_run:
+        for name, seq_len, batch_size, variant in plan:
+            print(f"  would run {name:5s} seq {seq_len:3d} batch {batch_size:3d} {variant}")
+        return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("bench_pretrain_gpu: no CUDA GPU on this machine; nothing measured, nothing written.")
         return 0
 
     import transformers
 
-    sys.path.insert(0, str(ROOT))
-    from minibert.config import BertConfig
-    from minibert.train import H100_BF16_PEAK_FLOPS, flops_per_token
-
+    device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    device_name = torch.cuda.get_device_name()
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"{device_name}, torch {torch.__version__}, transformers {transformers.__version__}")
-    results = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "command": "python benchmarks/bench_pretrain_gpu.py" + ("" if not argv and len(sys.argv) < 2
+                                                                 else " " + " ".join(argv if argv else sys.argv[1:])),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "device": device_name, "torch": torch.__version__, "transformers": transformers.__version__,
+        "peak_flops": H100_BF16_PEAK_FLOPS, "peak_flops_note": "H100 SXM dense bf16; MFU is against this",
+        "steps": args.steps, "warmup": args.warmup, "complete": False, "results": [], "ratios": [],
+    }
+    results = report["results"]
     for name in args.models:
         config = BertConfig.from_preset(name)
         for seq_len in args.seq_lens:
@@ -155,41 +288,27 @@ def main(argv=None) -> int:
                 row = {"model": name, "impl": variant, "seq_len": seq_len, "batch_size": batch_size,
                        "useful_flops_per_token": useful}
                 try:
-                    row.update(measure(variant, config, seq_len, batch_size, args.steps, args.warmup))
+                    if variant in TRAINER_BASE:
+                        row.update(measure_trainer(variant, config, seq_len, batch_size, args.steps, args.warmup,
+                                                   device, documents=args.trainer_documents))
+                    else:
+                        row.update(measure(variant, config, seq_len, batch_size, args.steps, args.warmup, device))
                     row["mfu"] = row["tokens_per_s"] * useful / H100_BF16_PEAK_FLOPS
                     print(f"  {name:5s} seq {seq_len:3d} batch {batch_size:3d} {variant:17s} "
                           f"{row['tokens_per_s']:>9,.0f} tokens/s  {row['step_ms']:7.1f} ms/step  "
-                          f"MFU {row['mfu']:6.1%}  {row['peak_memory_gb']:5.1f} GB")
+                          f"MFU {row['mfu']:6.1%}  {row['peak_memory_gb'] or 0:5.1f} GB")
                 except Exception as exc:                  # e.g. out of memory: record it and go on
                     row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                     print(f"  {name:5s} seq {seq_len:3d} {variant:17s} failed: {row['error']}")
-                    gc.collect()
-                    torch.cuda.empty_cache()
+                    _free(device)
                 results.append(row)
+                report["ratios"] = ratios_of(results)
+                atomic_write_text(out, json.dumps(report, indent=2) + "\n")   # after every variant
 
-    # Ratios: each minibert variant against transformers (plain and compiled) on the same model and length.
-    ratios = []
-    by_key = {(r["model"], r["seq_len"], r["impl"]): r for r in results if "tokens_per_s" in r}
-    for (name, seq_len, impl), row in by_key.items():
-        if impl.startswith("minibert"):
-            for ref in ("hf", "hf-compile"):
-                if (name, seq_len, ref) in by_key:
-                    ratios.append({"model": name, "seq_len": seq_len, "impl": impl, "vs": ref,
-                                   "ratio": row["tokens_per_s"] / by_key[(name, seq_len, ref)]["tokens_per_s"]})
-    for r in ratios:
-        print(f"  {r['model']:5s} seq {r['seq_len']:3d} {r['impl']:17s} / {r['vs']:10s} x{r['ratio']:.2f}")
-
-    report = {
-        "command": "python benchmarks/bench_pretrain_gpu.py" + ("" if not argv and len(sys.argv) < 2
-                                                                 else " " + " ".join(argv if argv else sys.argv[1:])),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "device": device_name, "torch": torch.__version__, "transformers": transformers.__version__,
-        "peak_flops": H100_BF16_PEAK_FLOPS, "peak_flops_note": "H100 SXM dense bf16; MFU is against this",
-        "steps": args.steps, "warmup": args.warmup, "results": results, "ratios": ratios,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    for r in report["ratios"]:
+        print(f"  {r['model']:5s} seq {r['seq_len']:3d} {r['impl']:20s} / {r['vs']:20s} x{r['ratio']:.2f}")
+    report["complete"] = True
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

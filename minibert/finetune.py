@@ -23,7 +23,8 @@ import torch
 
 from .finetuning import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MAX_GRAD_NORM,  # noqa: F401
                          DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY, HEADS, FitResult, fit, load_model, load_tokenizer,
-                         make_loader, pad_collate, predict, set_seed)   # re-exported: the loop lives there
+                         LengthGroupedBatchSampler, make_loader, pad_collate, predict,
+                         set_seed)   # re-exported: the loop lives there
 
 
 # ------------------------------------------------------------------------------- multiple choice (SWAG)
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--log-every", type=int, default=10, help="print the mean training loss every N steps")
+    parser.add_argument("--group-by-length", action="store_true",
+                        help="batch training examples of similar length together (far less padding; "
+                             "the order stays random and seeded)")
     return parser
 
 

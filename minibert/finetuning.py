@@ -93,16 +93,65 @@ def pad_collate(features: Sequence[dict], pad_token_id: int = 0) -> dict[str, to
     return batch
 
 
+class LengthGroupedBatchSampler(torch.utils.data.Sampler):
+    """Shuffled batches of examples of similar length, so that little of a batch is padding.
+
+    Each epoch (each ``iter()``) draws a permutation from a generator seeded with ``seed + epoch``, cuts it
+    into *mega-batches* of ``mega_batches * batch_size`` examples, sorts each mega-batch by length (longest
+    first) and cuts it into batches; the order of all the epoch's batches is then shuffled with the same
+    generator, so that short and long batches alternate in time. Every example is in exactly one batch of
+    an epoch, and only the last mega-batch can end in a short batch: ``len()`` is ``ceil(N / batch_size)``,
+    as for an ordinary shuffled loader. The randomness is the permutation's and the batch order's: within
+    a mega-batch, which examples share a batch is decided by length (the idea of transformers'
+    ``group_by_length``; ours is written from the description, not the code).
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, mega_batches: int = 50):
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(mega_batches, int) or mega_batches <= 0:
+            raise ValueError(f"mega_batches must be a positive int, got {mega_batches!r}")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if self.lengths.ndim != 1 or len(self.lengths) == 0:
+            raise ValueError("lengths must be a non-empty list of ints, one per example")
+        self.batch_size, self.seed, self.mega = batch_size, seed, mega_batches * batch_size
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=g).numpy()
+        batches = []
+        for start in range(0, len(order), self.mega):
+            mega = order[start:start + self.mega]
+            mega = mega[np.argsort(-self.lengths[mega], kind="stable")]            # longest first
+            batches.extend(mega[i:i + self.batch_size].tolist() for i in range(0, len(mega), self.batch_size))
+        for b in torch.randperm(len(batches), generator=g).numpy():
+            yield batches[b]
+
+
 def make_loader(features: Sequence[dict], batch_size: int, *, shuffle: bool, seed: int = 0,
-                pad_token_id: int = 0) -> torch.utils.data.DataLoader:
+                pad_token_id: int = 0, group_by_length: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over a list of feature dicts; shuffling uses its own seeded generator, so the data
-    order depends only on ``seed`` (two runs, or two models, see the same batches)."""
+    order depends only on ``seed`` (two runs, or two models, see the same batches).
+
+    ``group_by_length=True`` (with ``shuffle``) batches examples of similar length together
+    (:class:`LengthGroupedBatchSampler`): far less padding, hence fewer wasted FLOPs, for the same epoch."""
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    features = list(features)
+    collate = lambda fs: pad_collate(fs, pad_token_id)  # noqa: E731
+    if group_by_length:
+        if not shuffle:
+            raise ValueError("group_by_length=True needs shuffle=True (it reorders the examples)")
+        sampler = LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed=seed)
+        return torch.utils.data.DataLoader(features, batch_sampler=sampler, collate_fn=collate)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return torch.utils.data.DataLoader(
-        list(features), batch_size=batch_size, shuffle=shuffle, generator=generator,
-        collate_fn=lambda fs: pad_collate(fs, pad_token_id))
+        features, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate)
 
 
 _MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "labels", "start_positions", "end_positions")

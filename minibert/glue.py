@@ -153,7 +153,8 @@ def finetune_glue(task: str, model, tokenizer, *, train=None, eval=None, max_tra
                   max_seq_length: int = 128, lr: float = DEFAULT_LR, epochs: float = DEFAULT_EPOCHS,
                   batch_size: int = DEFAULT_BATCH_SIZE, warmup_proportion: float = DEFAULT_WARMUP,
                   weight_decay: float = DEFAULT_WEIGHT_DECAY, seed: int = 42, eval_every: int | None = None,
-                  log_every: int = 10, device=None, log: Callable[[str], None] | None = None) -> dict:
+                  log_every: int = 10, group_by_length: bool = False, device=None,
+                  log: Callable[[str], None] | None = None) -> dict:
     """Fine-tune ``model`` (a BertForSequenceClassification with the task's ``num_labels``) on a GLUE task.
 
     The data come from ``minibert.data.load_dataset(task)`` unless ``train``/``eval`` datasets are given;
@@ -181,7 +182,8 @@ def finetune_glue(task: str, model, tokenizer, *, train=None, eval=None, max_tra
     if device is not None:
         model.to(device)
     set_seed(seed)
-    loader = make_loader(train_features, batch_size, shuffle=True, seed=seed, pad_token_id=tokenizer.pad_token_id)
+    loader = make_loader(train_features, batch_size, shuffle=True, seed=seed, pad_token_id=tokenizer.pad_token_id,
+                         group_by_length=group_by_length)
     history = fit(model, loader, log_every=log_every, epochs=epochs, lr=lr, warmup_proportion=warmup_proportion,
                   weight_decay=weight_decay, device=device, log=log, eval_every=eval_every,
                   eval_fn=lambda: evaluate_glue(task, model, eval_features, device=device))
@@ -206,7 +208,8 @@ def run_glue(args, *, device=None, log=print):
                         max_seq_length=args.max_seq_length, lr=args.lr, epochs=args.epochs,
                         batch_size=args.batch_size, warmup_proportion=args.warmup_proportion,
                         weight_decay=args.weight_decay, seed=args.seed, device=device, log=log,
-                        log_every=getattr(args, "log_every", 10))
+                        log_every=getattr(args, "log_every", 10),
+                        group_by_length=getattr(args, "group_by_length", False))
     metrics = {"task": args.task, "split": args.eval_split, "num_train": out["num_train"],
                "num_eval": out["num_eval"], **out["metrics"]}
     return model, tokenizer, metrics

@@ -239,6 +239,11 @@ class BertSelfAttention(nn.Module):
     * "sdpa": ``torch.nn.functional.scaled_dot_product_attention``, fused and memory-efficient.
 
     ``config.attn_implementation`` picks one; ``output_attentions=True`` forces the explicit kernel.
+
+    ``fused_qkv`` (off by default; :meth:`BertPreTrainedModel.set_fused_qkv`) computes Q, K and V with one
+    matmul against the three weights concatenated in ``forward`` ((3H, H): one large GEMM instead of three
+    small ones). The parameters stay ``query``/``key``/``value`` (transformers' names), so checkpoints load
+    unchanged; the result equals the three projections up to float rounding.
     """
 
     def __init__(self, config: BertConfig):
@@ -251,6 +256,7 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, self.all_head_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.attn_implementation = config.attn_implementation
+        self.fused_qkv = False
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq_len, _ = x.shape                                              # (B, S, H)
@@ -263,9 +269,15 @@ class BertSelfAttention(nn.Module):
 
         Returns the context (B, S, H) and, when ``output_attentions``, the probabilities (B, A, S, S).
         """
-        q = self._split_heads(self.query(hidden_states))   # (B, A, S, D)
-        k = self._split_heads(self.key(hidden_states))     # (B, A, S, D)
-        v = self._split_heads(self.value(hidden_states))   # (B, A, S, D)
+        if self.fused_qkv:
+            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])   # (3H, H)
+            bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])           # (3H,)
+            qkv = F.linear(hidden_states, weight, bias)                                   # (B, S, 3H)
+            q, k, v = (self._split_heads(x) for x in qkv.split(self.all_head_size, dim=-1))   # (B, A, S, D)
+        else:
+            q = self._split_heads(self.query(hidden_states))   # (B, A, S, D)
+            k = self._split_heads(self.key(hidden_states))     # (B, A, S, D)
+            v = self._split_heads(self.value(hidden_states))   # (B, A, S, D)
         # The additive mask in the dtype the scores are computed in (bf16/fp16 under autocast).
         mask = None if attention_mask is None else additive_mask(attention_mask, q.dtype)  # (B, 1, 1|S, S)
 
@@ -497,6 +509,13 @@ class BertPreTrainedModel(nn.Module):
                 module.attn_implementation = impl
         return self
 
+    def set_fused_qkv(self, fused: bool = True) -> "BertPreTrainedModel":
+        """Compute Q, K, V with one matmul per layer (see :class:`BertSelfAttention`); same parameters."""
+        for module in self.modules():
+            if isinstance(module, BertSelfAttention):
+                module.fused_qkv = bool(fused)
+        return self
+
     def get_input_embeddings(self) -> nn.Embedding:
         base = self if isinstance(self, BertModel) else self.bert
         return base.embeddings.word_embeddings
@@ -527,7 +546,9 @@ class BertPreTrainedModel(nn.Module):
 def _check_ids(input_ids, inputs_embeds, dims: int = 2, config: BertConfig | None = None,
                token_type_ids=None) -> None:
     """Clear errors for the usual input mistakes. Id ranges are checked for CPU tensors only (on a GPU
-    that check would stall the device; an out-of-range id there fails inside the embedding kernel)."""
+    that check would stall the device; an out-of-range id there fails inside the embedding kernel), and
+    not under ``torch.compile`` (reading the ids' range would break the graph and specialise it on the
+    values, one recompilation per batch)."""
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids or inputs_embeds")
     if input_ids is None:
@@ -538,7 +559,8 @@ def _check_ids(input_ids, inputs_embeds, dims: int = 2, config: BertConfig | Non
         raise ValueError(f"input_ids must have {dims} dimensions, got shape {tuple(input_ids.shape)}")
     if input_ids.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
-    if config is not None and input_ids.device.type == "cpu" and input_ids.numel():
+    if (config is not None and input_ids.device.type == "cpu" and input_ids.numel()
+            and not torch.compiler.is_compiling()):
         low, high = input_ids.min().item(), input_ids.max().item()
         if low < 0 or high >= config.vocab_size:
             raise ValueError(f"input_ids must be in [0, vocab_size={config.vocab_size}), got values in "

@@ -233,6 +233,7 @@ def finetune_ner(model, tokenizer, *, train=None, eval=None, task: str = "conll2
                  epochs: float = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH_SIZE,
                  warmup_proportion: float = DEFAULT_WARMUP, weight_decay: float = DEFAULT_WEIGHT_DECAY,
                  seed: int = 42, eval_every: int | None = None, log_every: int = 10, device=None,
+                 group_by_length: bool = False,
                  log: Callable[[str], None] | None = None) -> dict:
     """Fine-tune a BertForTokenClassification (``num_labels`` = number of tags) and score it with seqeval.
     The tag names become the model's ``id2label``/``label2id`` unless it has names already."""
@@ -254,7 +255,8 @@ def finetune_ner(model, tokenizer, *, train=None, eval=None, task: str = "conll2
         model.to(device)
     set_seed(seed)
     loader = make_loader(_model_inputs(train_features), batch_size, shuffle=True, seed=seed,
-                         pad_token_id=tokenizer.pad_token_id)
+                         pad_token_id=tokenizer.pad_token_id,
+                         group_by_length=group_by_length)
     history = fit(model, loader, log_every=log_every, epochs=epochs, lr=lr, warmup_proportion=warmup_proportion,
                   weight_decay=weight_decay, device=device, log=log, eval_every=eval_every,
                   eval_fn=lambda: evaluate_ner(model, eval_features, eval, names, device=device))
@@ -285,7 +287,8 @@ def run_ner(args, *, device=None, log=print):
                        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                        warmup_proportion=args.warmup_proportion, weight_decay=args.weight_decay,
                        seed=args.seed, device=device, log=log,
-                        log_every=getattr(args, "log_every", 10))
+                        log_every=getattr(args, "log_every", 10),
+                        group_by_length=getattr(args, "group_by_length", False))
     metrics = {"task": args.task, "split": args.eval_split, "num_train": out["num_train"],
                "num_eval": out["num_eval"], **out["metrics"]}
     return model, tokenizer, metrics

@@ -34,6 +34,12 @@ gradient norm) stops with exit status 1 and writes no model.
 
 ``--batch-size`` is per process and micro-batch; the global batch is batch_size x grad_accum x processes
 (the paper's is 256 sequences).
+
+Speed (issue 14): the instances are held as padded NumPy arrays (a batch is a slice of rows); on CUDA four
+DataLoader workers collate ahead (``--num-workers``); a step reads nothing back from the GPU except every
+``--log-every`` steps; ``--compile`` pads every batch to the phase's length (``--static-shapes``), so the
+compiled step sees one shape; ``--compile-mode reduce-overhead`` adds CUDA graphs and ``--fused-qkv`` one
+Q/K/V matmul per layer. None of them changes the batches or the checkpoints.
 """
 from __future__ import annotations
 
@@ -82,6 +88,10 @@ class PretrainConfig:
     resume: bool = False
     init_from: str | None = None
     compile: bool = False
+    compile_mode: str | None = None       # torch.compile mode; "reduce-overhead": CUDA graphs
+    static_shapes: bool | None = None     # pad every batch to the phase's length (default: with --compile)
+    num_workers: int | None = None        # DataLoader workers collating ahead (default: 4 on CUDA, 0 on CPU)
+    fused_qkv: bool = False               # one Q/K/V matmul (the same weights, the same parameter names)
     device: str | None = None
     log_every: int = 10
     checkpoint_every: int = 0             # steps between checkpoints (0: by time only)
@@ -94,7 +104,8 @@ class PretrainConfig:
 
 
 # Fields that do not change what a run computes: they may differ between a run and its resume.
-BOOKKEEPING = ("out", "resume", "overwrite", "allow_changes", "compile", "device", "log_every",
+BOOKKEEPING = ("out", "resume", "overwrite", "allow_changes", "compile", "compile_mode", "static_shapes",
+               "num_workers", "fused_qkv", "device", "log_every",
                "checkpoint_every", "checkpoint_minutes", "eval_batches")
 # Fields that fix the model's shape: a resume can never change them.
 MODEL_FIELDS = ("config", "config_overrides")
@@ -161,6 +172,13 @@ def validate(cfg: PretrainConfig) -> None:
     if unknown:
         raise ValueError(f"--corpora: unknown corpus name(s) {', '.join(unknown)}; known: {', '.join(LOCAL_CORPORA)}")
     check_device(cfg.device)
+    if cfg.num_workers is not None:
+        positive_int("num_workers", cfg.num_workers, 0)
+    if cfg.compile_mode not in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+        raise ValueError(f"--compile-mode must be default, reduce-overhead, max-autotune or "
+                         f"max-autotune-no-cudagraphs, got {cfg.compile_mode!r}")
+    if cfg.compile_mode is not None and not cfg.compile:
+        raise ValueError(f"--compile-mode {cfg.compile_mode} needs --compile")
     # The position table: the preset's (or --init-from's) max_position_embeddings.
     if cfg.init_from is not None:
         source = Path(cfg.init_from)
@@ -311,8 +329,10 @@ def build_model(cfg: PretrainConfig, vocab_size: int):
     if cfg.dropout is not None:
         overrides.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
     if cfg.init_from:
-        return BertForPreTraining.from_pretrained(cfg.init_from, **overrides)
-    return BertForPreTraining(BertConfig.from_preset(cfg.config, vocab_size=vocab_size, **overrides))
+        model = BertForPreTraining.from_pretrained(cfg.init_from, **overrides)
+    else:
+        model = BertForPreTraining(BertConfig.from_preset(cfg.config, vocab_size=vocab_size, **overrides))
+    return model.set_fused_qkv(cfg.fused_qkv)
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
@@ -346,8 +366,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
 
 def _pretrain(cfg, info, out, saved, changed, collator_cls) -> dict:
+    from .pretraining import InstanceArrays
+
     tokenizer = load_tokenizer()
     collate = collator_cls(tokenizer, mlm_format="sparse")
+    static = cfg.compile if cfg.static_shapes is None else cfg.static_shapes
+    workers = cfg.num_workers if cfg.num_workers is not None else (4 if info.device.type == "cuda" else 0)
 
     # Rank 0 tokenizes first (and fills the datasets cache); the others then read the cache.
     def datasets_for(seq_len, predictions):
@@ -358,16 +382,23 @@ def _pretrain(cfg, info, out, saved, changed, collator_cls) -> dict:
             torch.distributed.barrier()
         return result
 
-    def batches(instances, batch_size):
-        return Batches(instances, collate, batch_size, grad_accum=cfg.grad_accum, seed=cfg.seed,
+    def batches(instances, batch_size, seq_len, predictions):
+        # Padded NumPy arrays: a batch is a slice of rows (the same batches as the dataset's rows give).
+        arrays = InstanceArrays.from_dataset(instances, pad_token_id=tokenizer.pad_token_id)
+        phase_collate = (collator_cls(tokenizer, mlm_format="sparse", pad_to_length=seq_len,
+                                      pad_predictions_to=predictions) if static else collate)
+        return Batches(arrays, phase_collate, batch_size, grad_accum=cfg.grad_accum, seed=cfg.seed,
                        rank=info.rank, world_size=info.world_size)
 
     train1, eval1 = datasets_for(cfg.max_seq_length, cfg.max_predictions_per_seq)
-    phases = [(batches(train1, cfg.batch_size), cfg.steps - cfg.phase2_steps)]
+    phases = [(batches(train1, cfg.batch_size, cfg.max_seq_length, cfg.max_predictions_per_seq),
+               cfg.steps - cfg.phase2_steps)]
     if cfg.phase2_steps:
         # Google's ratio: 80 predictions for 512 tokens (0.15 x 512 = 77).
-        train2, _ = datasets_for(cfg.phase2_seq_len, max(cfg.max_predictions_per_seq, round(0.15 * cfg.phase2_seq_len)))
-        phases.append((batches(train2, cfg.phase2_batch_size or cfg.batch_size), cfg.phase2_steps))
+        predictions2 = max(cfg.max_predictions_per_seq, round(0.15 * cfg.phase2_seq_len))
+        train2, _ = datasets_for(cfg.phase2_seq_len, predictions2)
+        phases.append((batches(train2, cfg.phase2_batch_size or cfg.batch_size, cfg.phase2_seq_len, predictions2),
+                       cfg.phase2_steps))
 
     set_seed(cfg.seed)                                    # the same initial weights in every process
     model = build_model(cfg, tokenizer.vocab_size)
@@ -378,7 +409,8 @@ def _pretrain(cfg, info, out, saved, changed, collator_cls) -> dict:
     train_config = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay,
                                grad_accum=cfg.grad_accum, seed=cfg.seed, log_every=cfg.log_every,
                                checkpoint_every=cfg.checkpoint_every, checkpoint_minutes=cfg.checkpoint_minutes,
-                               out_dir=str(out), compile=cfg.compile)
+                               out_dir=str(out), compile=cfg.compile, compile_mode=cfg.compile_mode,
+                               num_workers=workers)
     trainer = Trainer(model, phases, train_config, info)
     trainer.run_info["pretrain_config"] = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
     if saved is not None:
@@ -550,6 +582,13 @@ def parse_args(argv=None) -> PretrainConfig:
     p.add_argument("--init-from", default=None,
                    help="start from a save_pretrained folder, e.g. for a second phase (default: random init)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode (reduce-overhead: CUDA graphs over the static-shape step)")
+    p.add_argument("--static-shapes", action=argparse.BooleanOptionalAction, default=None,
+                   help="pad every batch to the phase's sequence length (default: on with --compile)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="DataLoader workers collating batches ahead (default: 4 on CUDA, 0 on CPU)")
+    p.add_argument("--fused-qkv", action="store_true", help="one Q/K/V projection matmul per layer")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--log-every", type=int, default=d.log_every, help="print and record the loss every N steps")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps (0: by time only)")
@@ -562,7 +601,9 @@ def parse_args(argv=None) -> PretrainConfig:
                           steps=a.steps, phase2_steps=a.phase2_steps, phase2_seq_len=a.phase2_seq_len,
                           phase2_batch_size=a.phase2_batch_size, lr=a.lr, warmup=a.warmup,
                           weight_decay=a.weight_decay, dropout=a.dropout, seed=a.seed, out=a.out, resume=a.resume,
-                          init_from=a.init_from, compile=a.compile, device=a.device, log_every=a.log_every,
+                          init_from=a.init_from, compile=a.compile, compile_mode=a.compile_mode,
+                          static_shapes=a.static_shapes, num_workers=a.num_workers, fused_qkv=a.fused_qkv,
+                          device=a.device, log_every=a.log_every,
                           checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes,
                           overwrite=a.overwrite, allow_changes=a.allow_config_change)
 

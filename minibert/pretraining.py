@@ -49,7 +49,8 @@ Where minibert deviates from Google:
 * for streamed corpora, instances are built per shard of documents (as Google per input file), shard k with
   ``random.Random(seed + k)``;
 * instances are stored as an Arrow-backed ``datasets.Dataset`` instead of TFRecord files, unpadded: the collator
-  pads each batch to its longest sequence.
+  pads each batch to its longest sequence. For training, :class:`InstanceArrays` holds them as padded NumPy
+  arrays, so that collating a batch is slicing rows (no per-token Python loop), with the same batches.
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ __all__ = [
     "TrainingInstance", "MaskedLMPolicy", "truncate_seq_pair", "create_instances_from_document",
     "create_training_instances", "create_pretraining_dataset", "iter_training_instances",
     "DataCollatorForPreTraining", "masked_lm_accuracy", "next_sentence_accuracy", "accuracy_counts",
-    "PretrainingMetrics", "IGNORE_INDEX", "SENTENCE_TASKS", "DataCollatorForCausalLM",
+    "PretrainingMetrics", "IGNORE_INDEX", "SENTENCE_TASKS", "DataCollatorForCausalLM", "InstanceArrays", "InstanceRows",
 ]
 
 IGNORE_INDEX = -100   # label of positions that carry no masked-LM loss (PyTorch's cross_entropy default)
@@ -580,6 +581,115 @@ def create_pretraining_dataset(corpus, tokenizer, *, max_seq_length: int = 128, 
     return datasets.Dataset(InMemoryTable(table))
 
 
+# ============================================================================================ arrays
+class InstanceRows(dict):
+    """Rows of :class:`InstanceArrays` (a dict of NumPy arrays, one row per instance): what
+    ``InstanceArrays.__getitems__`` returns and :class:`DataCollatorForPreTraining` turns into a batch.
+    ``pad_token_id``: the id the ``input_ids`` rows are padded with."""
+
+    pad_token_id: int = 0
+
+
+def _ragged_to_matrix(offsets, values, width: int, fill: int, dtype) -> "np.ndarray":
+    """A ragged column (offsets (N+1,), values) as an (N, width) matrix, each row padded with ``fill``."""
+    import numpy as np
+
+    offsets = np.asarray(offsets, dtype=np.int64)
+    lengths = np.diff(offsets)
+    out = np.full((len(lengths), width), fill, dtype=dtype)
+    out[np.arange(width) < lengths[:, None]] = np.asarray(values)[offsets[0]:offsets[-1]]   # row-major fill
+    return out
+
+
+class InstanceArrays:
+    """Pre-training instances with static masks as padded NumPy arrays: a batch is a slice of rows.
+
+    Arrays (N instances, S the longest instance, P the most predictions of one instance):
+    ``input_ids`` (N, S) int32 padded with ``pad_token_id``, ``token_type_ids`` (N, S) int8 padded with 0,
+    ``lengths`` (N,), ``next_sentence_label`` (N,), ``masked_lm_positions`` (N, P) padded with 0,
+    ``masked_lm_ids`` (N, P) padded with -100 and ``num_predictions`` (N,).
+
+    ``arrays[i]`` is instance ``i`` as a dict of lists (the dataset's row); ``arrays.__getitems__(indices)``
+    (what :class:`minibert.train.Batches` and ``DataLoader`` call) is an :class:`InstanceRows`, which
+    :class:`DataCollatorForPreTraining` collates by slicing into exactly the batch it makes from the rows.
+    About 5 bytes a token slot: 1.5 million instances of 128 tokens take 1 GB.
+    """
+
+    def __init__(self, arrays: dict, pad_token_id: int = 0):
+        needed = ("input_ids", "token_type_ids", "lengths", "next_sentence_label", "masked_lm_positions",
+                  "masked_lm_ids", "num_predictions")
+        missing = [k for k in needed if k not in arrays]
+        if missing:
+            raise ValueError(f"InstanceArrays needs the arrays {', '.join(missing)}")
+        self.arrays, self.pad_token_id = dict(arrays), pad_token_id
+
+    @classmethod
+    def from_dataset(cls, instances, pad_token_id: int = 0) -> "InstanceArrays":
+        """From :func:`create_pretraining_dataset`'s ``datasets.Dataset`` (read column by column from Arrow,
+        no Python loop over instances) or a list of instance dicts, with static masks."""
+        import numpy as np
+
+        if hasattr(instances, "data") and hasattr(instances, "column_names"):       # datasets.Dataset
+            if getattr(instances, "_indices", None) is not None:
+                instances = instances.flatten_indices()
+            names = instances.column_names
+            table = instances.data.table if hasattr(instances.data, "table") else instances.data
+
+            def ragged(name):
+                column = table.column(name).combine_chunks()
+                return np.asarray(column.offsets), np.asarray(column.values)
+            labels = np.asarray(table.column("next_sentence_label").to_numpy(), dtype=np.int64)
+        else:                                                                          # a list of dicts
+            instances = list(instances)
+            names = list(instances[0]) if instances else []
+
+            def ragged(name):
+                rows = [list(inst[name]) for inst in instances]
+                offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+                return offsets, np.asarray([v for r in rows for v in r], dtype=np.int64)
+            labels = np.asarray([int(inst["next_sentence_label"]) for inst in instances], dtype=np.int64)
+        if "masked_lm_positions" not in names or "masked_lm_ids" not in names:
+            raise ValueError("InstanceArrays needs static masks (masked_lm_positions/masked_lm_ids): build the "
+                             "instances with static_masking=True")
+        ids_off, ids = ragged("input_ids")
+        types_off, types = ragged("token_type_ids")
+        pos_off, pos = ragged("masked_lm_positions")
+        lab_off, lab = ragged("masked_lm_ids")
+        lengths, predictions = np.diff(ids_off), np.diff(pos_off)
+        if not np.array_equal(lengths, np.diff(types_off)) or not np.array_equal(predictions, np.diff(lab_off)):
+            raise ValueError("instances whose token_type_ids (or masked_lm_ids) differ in length from their "
+                             "input_ids (or masked_lm_positions)")
+        S, P = max(1, int(lengths.max(initial=0))), max(1, int(predictions.max(initial=0)))
+        return cls({"input_ids": _ragged_to_matrix(ids_off, ids, S, pad_token_id, np.int32),
+                    "token_type_ids": _ragged_to_matrix(types_off, types, S, 0, np.int8),
+                    "lengths": lengths.astype(np.int32), "next_sentence_label": labels,
+                    "masked_lm_positions": _ragged_to_matrix(pos_off, pos, P, 0, np.int32),
+                    "masked_lm_ids": _ragged_to_matrix(lab_off, lab, P, IGNORE_INDEX, np.int32),
+                    "num_predictions": predictions.astype(np.int32)}, pad_token_id)
+
+    def __len__(self) -> int:
+        return len(self.arrays["lengths"])
+
+    def __getitem__(self, i: int) -> dict:
+        a, n, p = self.arrays, int(self.arrays["lengths"][i]), int(self.arrays["num_predictions"][i])
+        return {"input_ids": a["input_ids"][i, :n].tolist(), "token_type_ids": a["token_type_ids"][i, :n].tolist(),
+                "next_sentence_label": int(a["next_sentence_label"][i]),
+                "masked_lm_positions": a["masked_lm_positions"][i, :p].tolist(),
+                "masked_lm_ids": a["masked_lm_ids"][i, :p].tolist()}
+
+    def __getitems__(self, indices) -> InstanceRows:
+        import numpy as np
+
+        rows = np.asarray(indices, dtype=np.int64)
+        out = InstanceRows({k: v[rows] for k, v in self.arrays.items()})
+        out.pad_token_id = self.pad_token_id
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in self.arrays.values())
+
+
 # ============================================================================================ collator
 class DataCollatorForPreTraining:
     """Turn a list of instances into a padded batch of tensors for ``BertForPreTraining``.
@@ -591,6 +701,14 @@ class DataCollatorForPreTraining:
     Face's format) or ``masked_lm_positions`` (B, P) and ``labels`` (B, P), P the most predictions in the batch,
     padded with position 0 and label -100 (``"sparse"``, Google's gather format: the head runs on P vectors only).
 
+    Static shapes (for ``torch.compile``, CUDA graphs): ``pad_to_length`` pads every batch to that length (the
+    phase's ``max_seq_length``) and ``pad_predictions_to`` the sparse format's P to that many predictions.
+    ``omit_full_mask=True`` leaves ``attention_mask`` out of a batch that has no padding at all (the model then
+    attends everywhere, and SDPA may take its flash kernel); decided on the host, no device read.
+
+    An :class:`InstanceRows` (rows of :class:`InstanceArrays`) is collated by array slicing into the same batch
+    its instances give as a list (static masking only).
+
     ``dynamic_masking=False`` reads the static masks of the instances (``masked_lm_positions``/``masked_lm_ids``).
     ``dynamic_masking=True`` masks unmasked instances anew at every batch with :class:`MaskedLMPolicy` (same rule)
     and its own ``random.Random(seed)``. In DataLoader workers the generator is re-seeded from ``seed`` and the
@@ -601,8 +719,13 @@ class DataCollatorForPreTraining:
     def __init__(self, tokenizer, *, mlm_format: str = "dense", dynamic_masking: bool = False,
                  masked_lm_prob: float = 0.15, max_predictions_per_seq: int = 20, whole_word_mask: bool = False,
                  mask_prob: float = 0.8, random_prob: float = 0.1, seed: int = 0, pad_to_multiple_of: int | None = None,
-                 per_word_decision: bool = False):
+                 per_word_decision: bool = False, pad_to_length: int | None = None,
+                 pad_predictions_to: int | None = None, omit_full_mask: bool = False):
         _check_tokenizer(tokenizer)
+        for name, value in (("pad_to_length", pad_to_length), ("pad_predictions_to", pad_predictions_to)):
+            if value is not None:
+                _check_int(name, value, 1)
+        self.pad_to_length, self.pad_predictions_to, self.omit_full_mask = pad_to_length, pad_predictions_to, omit_full_mask
         if mlm_format not in ("dense", "sparse"):
             raise ValueError(f"mlm_format must be 'dense' or 'sparse', got {mlm_format!r}")
         if pad_to_multiple_of is not None:
@@ -629,7 +752,70 @@ class DataCollatorForPreTraining:
             self.rng = random.Random(f"{self.seed}:{info.seed}")
         return self.rng
 
+    def _length(self, longest: int) -> int:
+        S = longest
+        if self.pad_to_multiple_of:
+            S = -(-S // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        if self.pad_to_length is not None:
+            if longest > self.pad_to_length:
+                raise ValueError(f"an instance of {longest} tokens is longer than pad_to_length={self.pad_to_length}")
+            S = self.pad_to_length
+        return S
+
+    def _predictions(self, most: int) -> int:
+        if self.pad_predictions_to is not None:
+            if most > self.pad_predictions_to:
+                raise ValueError(f"an instance with {most} masked positions exceeds pad_predictions_to="
+                                 f"{self.pad_predictions_to}")
+            return self.pad_predictions_to
+        return max(1, most)
+
+    def _collate_rows(self, rows: InstanceRows) -> dict[str, torch.Tensor]:
+        """Array slicing: the batch that the same instances, as a list, give."""
+        import numpy as np
+
+        if self.dynamic_masking:
+            raise ValueError("dynamic_masking=True needs instances as a list of dicts, not InstanceArrays rows")
+        lengths = rows["lengths"]                                                   # (B,)
+        if len(lengths) == 0:
+            raise ValueError("cannot collate an empty list of instances")
+        B, S = len(lengths), self._length(int(lengths.max()))
+
+        def width(matrix, n, fill):                                                 # (B, n) from (B, stored)
+            if matrix.shape[1] >= n:
+                return matrix[:, :n]
+            out = np.full((matrix.shape[0], n), fill, dtype=matrix.dtype)
+            out[:, :matrix.shape[1]] = matrix
+            return out
+
+        keep = np.arange(S) < lengths[:, None]                                      # (B, S)
+        ids = width(rows["input_ids"], S, self.pad_token_id).astype(np.int64)       # (B, S)
+        if rows.pad_token_id != self.pad_token_id:                                  # stored with another pad id
+            ids[~keep] = self.pad_token_id
+        input_ids = torch.from_numpy(ids)
+        batch = {"input_ids": input_ids,
+                 "token_type_ids": torch.from_numpy(width(rows["token_type_ids"], S, 0).astype(np.int64)),
+                 "attention_mask": torch.from_numpy(keep.astype(np.int64))}
+        batch["next_sentence_label"] = torch.from_numpy(np.asarray(rows["next_sentence_label"], dtype=np.int64))
+        counts = rows["num_predictions"]
+        if self.mlm_format == "dense":
+            labels = np.full((B, S), IGNORE_INDEX, dtype=np.int64)                 # (B, S)
+            valid = np.arange(rows["masked_lm_positions"].shape[1]) < counts[:, None]
+            r, c = np.nonzero(valid)
+            labels[r, rows["masked_lm_positions"][r, c]] = rows["masked_lm_ids"][r, c]
+            batch["labels"] = torch.from_numpy(labels)
+        else:
+            P = self._predictions(int(counts.max()))
+            batch["masked_lm_positions"] = torch.from_numpy(width(rows["masked_lm_positions"], P, 0)
+                                                            .astype(np.int64))     # (B, P)
+            batch["labels"] = torch.from_numpy(width(rows["masked_lm_ids"], P, IGNORE_INDEX).astype(np.int64))
+        if self.omit_full_mask and bool(keep.all()):
+            del batch["attention_mask"]
+        return batch
+
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if isinstance(features, InstanceRows):
+            return self._collate_rows(features)
         if not features:
             raise ValueError("cannot collate an empty list of instances")
         rows, positions, targets = [], [], []
@@ -653,9 +839,7 @@ class DataCollatorForPreTraining:
             targets.append(lab)
 
         B = len(rows)
-        S = max(len(r) for r in rows)
-        if self.pad_to_multiple_of:
-            S = -(-S // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        S = self._length(max(len(r) for r in rows))
         input_ids = torch.full((B, S), self.pad_token_id, dtype=torch.long)        # (B, S)
         token_type_ids = torch.zeros((B, S), dtype=torch.long)                     # (B, S)
         attention_mask = torch.zeros((B, S), dtype=torch.long)                     # (B, S)
@@ -678,7 +862,7 @@ class DataCollatorForPreTraining:
                     labels[b, pos] = torch.tensor(lab)
             batch["labels"] = labels
         else:
-            P = max(1, max(len(p) for p in positions))
+            P = self._predictions(max(len(p) for p in positions))
             masked_lm_positions = torch.zeros((B, P), dtype=torch.long)            # (B, P)
             labels = torch.full((B, P), IGNORE_INDEX, dtype=torch.long)            # (B, P)
             for b, (pos, lab) in enumerate(zip(positions, targets)):
@@ -686,6 +870,8 @@ class DataCollatorForPreTraining:
                 labels[b, :len(lab)] = torch.tensor(lab, dtype=torch.long)
             batch["masked_lm_positions"] = masked_lm_positions
             batch["labels"] = labels
+        if self.omit_full_mask and all(len(r) == S for r in rows):
+            del batch["attention_mask"]
         return batch
 
 

@@ -298,6 +298,7 @@ def finetune_squad(model, tokenizer, *, train=None, eval=None, max_train_example
                    warmup_proportion: float = DEFAULT_WARMUP, weight_decay: float = DEFAULT_WEIGHT_DECAY,
                    seed: int = 42, n_best_size: int = 20, max_answer_length: int = 30,
                    eval_every: int | None = None, log_every: int = 10, device=None,
+                   group_by_length: bool = False,
                    log: Callable[[str], None] | None = None) -> dict:
     """Fine-tune a BertForQuestionAnswering on SQuAD rows and evaluate EM/F1.
 
@@ -320,7 +321,8 @@ def finetune_squad(model, tokenizer, *, train=None, eval=None, max_train_example
     if device is not None:
         model.to(device)
     set_seed(seed)
-    loader = make_loader(train_features, batch_size, shuffle=True, seed=seed, pad_token_id=tokenizer.pad_token_id)
+    loader = make_loader(train_features, batch_size, shuffle=True, seed=seed, pad_token_id=tokenizer.pad_token_id,
+                         group_by_length=group_by_length)
     latest: dict = {}
 
     def evaluate() -> dict:
@@ -358,7 +360,8 @@ def run_squad(args, *, device=None, log=print):
                          max_length=args.max_seq_length, doc_stride=args.doc_stride, lr=args.lr,
                          epochs=args.epochs, batch_size=args.batch_size, warmup_proportion=args.warmup_proportion,
                          weight_decay=args.weight_decay, seed=args.seed, device=device, log=log,
-                        log_every=getattr(args, "log_every", 10))
+                        log_every=getattr(args, "log_every", 10),
+                        group_by_length=getattr(args, "group_by_length", False))
     metrics = {"task": "squad", "split": args.eval_split, "num_train": out["num_train"],
                "num_eval": out["num_eval"], **out["metrics"]}
     return model, tokenizer, metrics

@@ -15,6 +15,14 @@ Everything a pre-training run needs, in the order a step uses it:
   fp32 on CPU), clip the global gradient norm at 1.0, optimizer step, scheduler step, log. It writes a
   JSON-lines metrics log and atomic checkpoints (model, optimizer, scheduler, step, RNG states, data
   position) from which a run resumes on exactly the same trajectory.
+
+  A step never waits for the device: losses, accuracy counts and the gradient norm stay device tensors
+  and are read once every ``log_every`` steps (and before a checkpoint); a step whose loss or gradient
+  norm is not finite is skipped on the device by the fused AdamW kernel (``optimizer.found_inf``) and
+  reported as :class:`NonFiniteError` at the next read. With ``num_workers`` > 0, DataLoader workers
+  collate the next batches ahead (pinned memory, ``non_blocking`` copies) over :meth:`Batches.index_stream`:
+  the same batches in the same order, and the checkpoint holds what the trainer consumed, not what the
+  workers prepared.
 * :func:`setup_distributed` — reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as set by ``torchrun`` and
   starts the process group; the Trainer then wraps the model in ``DistributedDataParallel``.
 
@@ -23,6 +31,8 @@ Where minibert differs from Google's code (and why):
 * Google's ``AdamWeightDecayOptimizer`` has no bias correction of the moment estimates; ``torch.optim.AdamW``
   has. With the 10,000-step warmup the difference vanishes after the first few thousand steps; we keep
   PyTorch's fused kernel rather than write our own optimizer.
+* A diverged step is detected up to ``log_every`` steps late (its update was skipped, later finite steps
+  were applied); training then stops without writing a checkpoint past it. Google's code checks nothing.
 * The loss of a step is the mean of the micro-batch losses (each micro-batch's MLM loss is a mean over its
   masked tokens). That is what Google's code computes across TPU cores (each core averages over its own
   masked tokens, then the gradients are averaged), and what DDP computes across GPUs; a single process
@@ -31,6 +41,7 @@ Where minibert differs from Google's code (and why):
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -39,7 +50,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -58,7 +69,9 @@ def create_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01, *,
                      fused: bool | None = None) -> torch.optim.AdamW:
     """AdamW over ``model``'s trainable parameters, with no weight decay on biases and LayerNorm.
 
-    ``fused`` defaults to True when every parameter is on a CUDA device (one kernel for all parameters).
+    ``fused`` defaults to True when every parameter is a float32/bf16/fp16 tensor on a CPU or CUDA device:
+    one kernel for all parameters, and the kernel can skip a step whose gradients are not finite without
+    the host reading anything (the Trainer sets ``optimizer.found_inf``, as ``torch.amp.GradScaler`` does).
     Tied parameters (the MLM decoder and the word embeddings) are one tensor and are listed once.
     """
     if not isinstance(model, nn.Module):
@@ -75,7 +88,8 @@ def create_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01, *,
     if not decay and not no_decay:
         raise ValueError("the model has no trainable parameters")
     if fused is None:
-        fused = all(p.is_cuda for p in decay + no_decay)
+        fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16)
+                    for p in decay + no_decay)
     groups = [{"params": decay, "weight_decay": float(weight_decay)},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
@@ -219,33 +233,46 @@ class Batches:
                              f"{self.global_batch} (batch_size {batch_size} x grad_accum {grad_accum} "
                              f"x world_size {world_size})")
         self.epoch, self.cursor = 0, 0
-        self._order: torch.Tensor | None = None
+        self._order: np.ndarray | None = None
 
-    def _permutation(self) -> torch.Tensor:
+    def _permutation(self) -> np.ndarray:
         if self._order is None:
             if self.shuffle:
                 g = torch.Generator().manual_seed(self.seed + self.epoch)
-                self._order = torch.randperm(len(self.instances), generator=g)
+                self._order = torch.randperm(len(self.instances), generator=g).numpy()
             else:
-                self._order = torch.arange(len(self.instances))
+                self._order = np.arange(len(self.instances))
         return self._order
+
+    def advance(self) -> list[list[int]]:
+        """The instance indices of this rank's ``grad_accum`` micro-batches for the next optimizer step;
+        moves the stream past them without reading any instance (:meth:`next_step` also reads them)."""
+        if self.cursor + self.global_batch > len(self.instances):
+            self.epoch, self.cursor, self._order = self.epoch + 1, 0, None
+        order = self._permutation()[self.cursor:self.cursor + self.global_batch].tolist()   # NumPy: no tensor
+        self.cursor += self.global_batch
+        micro = []
+        for a in range(self.grad_accum):
+            start = (a * self.world_size + self.rank) * self.batch_size
+            micro.append(order[start:start + self.batch_size])
+        return micro
 
     def next_step(self) -> list[dict[str, torch.Tensor]]:
         """The ``grad_accum`` micro-batches this rank computes for the next optimizer step."""
         before = (self.epoch, self.cursor, self._order)
-        if self.cursor + self.global_batch > len(self.instances):
-            self.epoch, self.cursor, self._order = self.epoch + 1, 0, None
         try:
-            order = self._permutation()[self.cursor:self.cursor + self.global_batch].tolist()
-            micro = []
-            for a in range(self.grad_accum):
-                start = (a * self.world_size + self.rank) * self.batch_size
-                micro.append(self.collate_fn(self._fetch(order[start:start + self.batch_size])))
+            micro = [self.collate_fn(self._fetch(indices)) for indices in self.advance()]
         except BaseException:
             self.epoch, self.cursor, self._order = before   # a failed read does not move the stream
             raise
-        self.cursor += self.global_batch
         return micro
+
+    def index_stream(self) -> Iterator[list[int]]:
+        """Every micro-batch's indices from the current position on, forever (a ``batch_sampler`` for a
+        ``DataLoader``); iterating does not move this stream, so its state stays that of the trainer."""
+        clone = copy.copy(self)
+        while True:
+            yield from clone.advance()
 
     def _fetch(self, indices: list[int]) -> list:
         if hasattr(self.instances, "__getitems__"):        # datasets.Dataset: one Arrow read for the batch
@@ -264,24 +291,27 @@ class Batches:
 
 
 # --------------------------------------------------------------------------------------- metrics
-def batch_metrics(batch: dict[str, torch.Tensor], output: Any) -> dict[str, float]:
-    """Sums and counts for MLM/NSP accuracy of one micro-batch (empty for a model without those heads).
+def batch_metrics(batch: dict[str, torch.Tensor], output: Any) -> dict[str, torch.Tensor | int]:
+    """Sums and counts for MLM/NSP accuracy of one micro-batch: 0-dim tensors on the batch's device, or ints
+    for counts the host knows from shapes (nothing is read back to the host, and no host number is copied to
+    the device: a training step accumulates them and reads them when it logs).
 
     Works with the dense head (logits (B, S, V), labels (B, S)) and the sparse one (logits (B, P, V),
-    labels (B, P)): in both, positions with label -100 are not predictions.
+    labels (B, P)): in both, positions with label -100 are not predictions. Empty of MLM/NSP entries for a
+    model without those heads.
     """
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     logits, labels = getattr(output, "prediction_logits", None), batch.get("labels")
     if logits is not None and labels is not None and logits.shape[:2] == labels.shape:
         scored = labels != -100                                          # (B, S) or (B, P)
-        sums["mlm_correct"] = float(((logits.argmax(-1) == labels) & scored).sum())
-        sums["mlm_count"] = float(scored.sum())
+        sums["mlm_correct"] = ((logits.argmax(-1) == labels) & scored).sum()
+        sums["mlm_count"] = scored.sum()
     nsp_logits, nsp_labels = getattr(output, "seq_relationship_logits", None), batch.get("next_sentence_label")
     if nsp_logits is not None and nsp_labels is not None:
-        sums["nsp_correct"] = float((nsp_logits.argmax(-1) == nsp_labels).sum())
-        sums["nsp_count"] = float(nsp_labels.numel())
+        sums["nsp_correct"] = (nsp_logits.argmax(-1) == nsp_labels).sum()
+        sums["nsp_count"] = nsp_labels.numel()                         # known on the host: an int
     mask = batch.get("attention_mask")
-    sums["tokens"] = float(mask.sum()) if mask is not None else float(batch["input_ids"].numel())
+    sums["tokens"] = mask.sum() if mask is not None else batch["input_ids"].numel()
     return sums
 
 
@@ -304,7 +334,7 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
             if value is not None:
                 losses[key].append(float(value))
         for key, value in batch_metrics(batch, out).items():
-            totals[key] = totals.get(key, 0.0) + value
+            totals[key] = totals.get(key, 0.0) + float(value)
     model.train(was_training)
     result = {k: sum(v) / len(v) for k, v in losses.items() if v}
     if totals.get("mlm_count"):
@@ -422,6 +452,9 @@ class TrainConfig:
     checkpoint_minutes: float = 0.0   # minutes between checkpoints (0: none by time)
     out_dir: str | None = None        # metrics.jsonl and checkpoint.pt go here
     compile: bool = False             # torch.compile the model
+    compile_mode: str | None = None   # torch.compile's mode: "reduce-overhead" adds CUDA graphs (static shapes)
+    num_workers: int = 0              # DataLoader worker processes that collate batches ahead (0: in the loop)
+    prefetch_factor: int = 4          # micro-batches each worker prepares ahead
     bf16: bool | None = None          # bf16 autocast; default: on CUDA only
     handle_signals: bool = True       # SIGINT/SIGTERM: finish the step, write a checkpoint, stop
 
@@ -437,11 +470,43 @@ class TrainConfig:
         if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
                 and self.weight_decay >= 0):
             raise ValueError(f"TrainConfig.weight_decay must be a non-negative finite number, got {self.weight_decay!r}")
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"TrainConfig.num_workers must be an int >= 0, got {self.num_workers!r}")
+        if not isinstance(self.prefetch_factor, int) or self.prefetch_factor <= 0:
+            raise ValueError(f"TrainConfig.prefetch_factor must be a positive int, got {self.prefetch_factor!r}")
+        if self.compile_mode not in (None, "default", "reduce-overhead", "max-autotune",
+                                     "max-autotune-no-cudagraphs"):
+            raise ValueError(f"TrainConfig.compile_mode must be None or one of torch.compile's modes, "
+                             f"got {self.compile_mode!r}")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise ValueError(f"TrainConfig.checkpoint_every must be an int >= 0, got {self.checkpoint_every!r}")
         if not (isinstance(self.checkpoint_minutes, (int, float)) and math.isfinite(self.checkpoint_minutes)
                 and self.checkpoint_minutes >= 0):
             raise ValueError(f"TrainConfig.checkpoint_minutes must be a finite number >= 0, got {self.checkpoint_minutes!r}")
+
+
+def _read(sums: dict[str, Any]) -> dict[str, float]:
+    """Device tensors and host numbers -> floats, with one device-to-host transfer for all the tensors."""
+    keys = [k for k, v in sums.items() if isinstance(v, torch.Tensor)]
+    out = {k: float(v) for k, v in sums.items() if not isinstance(v, torch.Tensor)}
+    if keys:
+        out.update(zip(keys, torch.stack([sums[k].double() for k in keys]).tolist()))
+    return out
+
+
+def _diverged_message(step: int, loss: float, norm: float, lr: float) -> str:
+    return (f"training diverged at step {step}: loss {loss}, gradient norm {norm} (learning rate {lr:g}; "
+            f"is it too high?). The step was not applied and nothing non-finite was saved")
+
+
+def _worker_ignores_signals(_worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which finishes its step, writes a
+    checkpoint and then stops them (a Ctrl-C reaches every process of the terminal's group)."""
+    import signal
+
+    for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 class NonFiniteError(FloatingPointError):
@@ -501,7 +566,9 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if config.compile:
-            self.train_model = torch.compile(self.train_model)
+            self.train_model = torch.compile(self.train_model, mode=config.compile_mode)
+        self._cudagraphs = config.compile and config.compile_mode in ("reduce-overhead", "max-autotune")
+        self._loader: tuple[Batches, Iterator] | None = None   # the stream being prefetched, its iterator
 
     # ----------------------------------------------------------------------------------- one step
     def _phase(self) -> Batches:
@@ -517,36 +584,88 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns this rank's sums for the log."""
+    def _next_micro_batches(self) -> list[dict[str, torch.Tensor]]:
+        """The current phase's next micro-batches: collated here (``num_workers=0``) or taken from the
+        DataLoader workers that prepared them ahead (the same batches, in the same order)."""
+        batches = self._phase()
+        if self.config.num_workers == 0:
+            return batches.next_step()
+        if self._loader is None or self._loader[0] is not batches:
+            self._close_loader()
+            loader = torch.utils.data.DataLoader(
+                batches.instances, batch_sampler=batches.index_stream(), collate_fn=batches.collate_fn,
+                num_workers=self.config.num_workers, prefetch_factor=self.config.prefetch_factor,
+                pin_memory=self.device.type == "cuda", worker_init_fn=_worker_ignores_signals,
+                # its own generator: drawing the workers' seeds must not move the global RNG (dropout)
+                generator=torch.Generator().manual_seed(batches.seed + batches.epoch))
+            self._loader = (batches, iter(loader))
+        try:
+            micro = [next(self._loader[1]) for _ in range(batches.grad_accum)]
+        except BaseException:
+            self._close_loader()                          # the stream has not moved; start again from it
+            raise
+        batches.advance()                                 # the trainer's position: what it has consumed
+        return micro
+
+    def _close_loader(self) -> None:
+        """Stop the workers (after a phase, a resume, an error): prefetched batches are thrown away."""
+        if self._loader is not None:
+            iterator = self._loader[1]
+            self._loader = None
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns this rank's sums for the log.
+
+        Nothing is read back from the device: losses, accuracy counts and the gradient norm are returned
+        as 0-dim tensors (counts known on the host as ints, ``lr`` as a float), so the host can queue the
+        next step while the device computes this one. A step whose loss or gradient norm is not finite is
+        skipped by the fused AdamW kernel (``optimizer.found_inf``, as ``torch.amp.GradScaler`` does): the
+        weights and the optimizer state stay those of the last good step. :meth:`train` reads the values
+        on logging steps and before any checkpoint, and raises :class:`NonFiniteError` there.
+        """
         self.train_model.train()
-        micro_batches = self._phase().next_step()
-        sums = {"loss": 0.0, "mlm_loss": 0.0, "nsp_loss": 0.0}
+        if self._cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        micro_batches = self._next_micro_batches()
+        n = len(micro_batches)
+        sums: dict[str, Any] = {}
+
+        def add(key, value):
+            sums[key] = value if key not in sums else sums[key] + value
+
         for i, batch in enumerate(micro_batches):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            last = i == len(micro_batches) - 1
+            last = i == n - 1
             # Under DDP, only the last micro-batch's backward all-reduces the accumulated gradients.
             sync = contextlib.nullcontext() if last or not self.dist.distributed else self.train_model.no_sync()
             with sync:
                 with self._autocast():
                     out = self.train_model(**batch)
-                (out.loss / len(micro_batches)).backward()
+                (out.loss / n).backward()
             with torch.no_grad():
                 for key in ("loss", "mlm_loss", "nsp_loss"):
                     value = getattr(out, key, None)
                     if value is not None:
-                        sums[key] += float(value) / len(micro_batches)
+                        add(key, value.detach().float() / n)
                 for key, value in batch_metrics(batch, out).items():
-                    sums[key] = sums.get(key, 0.0) + value
-        sums["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
+                    add(key, value)
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        with torch.no_grad():
+            sums["grad_norm"] = norm.detach().float()
+            finite = torch.isfinite(sums["loss"]) & torch.isfinite(sums["grad_norm"])
         sums["lr"] = self.scheduler.get_last_lr()[0]          # the rate this step used
-        if not (math.isfinite(sums["loss"]) and math.isfinite(sums["grad_norm"])):
-            self.optimizer.zero_grad(set_to_none=True)        # the weights stay those of the last good step
-            raise NonFiniteError(
-                f"training diverged at step {self.step + 1}: loss {sums['loss']}, gradient norm "
-                f"{sums['grad_norm']} (learning rate {sums['lr']:g}; is it too high?). The step was not "
-                f"applied and nothing non-finite was saved")
-        self.optimizer.step()
+        if self.optimizer.defaults.get("fused"):
+            self.optimizer.found_inf = (~finite).float()      # 1: the kernel leaves weights and moments alone
+            self.optimizer.step()
+        else:                                                 # only the fused kernel can skip on the device
+            if not bool(finite):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteError(_diverged_message(self.step + 1, float(sums["loss"]),
+                                                       float(sums["grad_norm"]), sums["lr"]))
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -581,7 +700,8 @@ class Trainer:
         # Only rank 0 shows a bar; otherwise leave `disable` to tqdm, so that TQDM_DISABLE=1 turns it off.
         quiet = {} if self.dist.is_main else {"disable": True}
         bar = tqdm(total=until, initial=self.step, desc="pre-training", **quiet)
-        window: dict[str, float] = {}
+        window: dict[str, Any] = {}                      # sums since the last record: device tensors and ints
+        pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []   # (step, loss, norm, lr) not yet read
         window_steps, window_start = 0, time.perf_counter()
         self._last_save_time = time.monotonic()
         snapshot = None                                  # the state before the step under way
@@ -592,12 +712,16 @@ class Trainer:
                         snapshot = (rng_state(), [batches.state_dict() for batches, _ in self.phases])
                     sums = self.train_step()
                     snapshot = None
+                    pending.append((self.step, sums["loss"], sums["grad_norm"], sums["lr"]))
                     for key, value in sums.items():
-                        window[key] = window.get(key, 0.0) + value
+                        if key != "lr":
+                            window[key] = value if key not in window else window[key] + value
                     window_steps += 1
                     bar.update(1)
-                    if self.step % self.config.log_every == 0 or self.step == until:
-                        reduced = self._reduce(window)
+                    logging = self.step % self.config.log_every == 0 or self.step == until
+                    if logging:                          # the only read-back of a step: one transfer
+                        self._check_finite(pending)
+                        reduced = self._reduce(_read(window))
                         elapsed = time.perf_counter() - window_start
                         record = self._record(reduced, window_steps, elapsed, sums["lr"])
                         self.history.append(record)
@@ -606,9 +730,10 @@ class Trainer:
                             log_path.parent.mkdir(parents=True, exist_ok=True)
                             with open(log_path, "a", encoding="utf-8") as f:
                                 f.write(json.dumps(record) + "\n")
-                        window, window_steps, window_start = {}, 0, time.perf_counter()
-                    stop = self._agree_to_stop()
-                    if self.out_dir and self.step < until and (stop or self._checkpoint_due()):
+                        window, pending, window_steps, window_start = {}, [], 0, time.perf_counter()
+                    stop = self._agree_to_stop(logging)
+                    if self.out_dir and self.step < until and (stop or self._checkpoint_due(logging)):
+                        self._check_finite(pending)      # never checkpoint past a diverged step
                         self.save_checkpoint()
                     if stop:
                         raise TrainingInterrupted(
@@ -617,30 +742,55 @@ class Trainer:
                             stop)
             except TrainingInterrupted:
                 bar.close()
+                self._close_loader()
+                raise
+            except NonFiniteError:                       # the last good checkpoint stays the one to resume from
+                bar.close()
+                self._close_loader()
                 raise
             except BaseException as exc:
                 bar.close()
+                self._close_loader()
                 self._save_after_failure(exc, snapshot)
                 raise
         bar.close()
+        self._close_loader()
         if self.out_dir:
             self.save_checkpoint()
         return self.history
 
-    def _checkpoint_due(self) -> bool:
+    def _check_finite(self, pending: list[tuple[int, torch.Tensor, torch.Tensor, float]]) -> None:
+        """Read the losses and gradient norms of the steps not yet read (one transfer) and raise
+        :class:`NonFiniteError` for the first that is not finite (its update was skipped)."""
+        if not pending:
+            return
+        values = torch.stack([torch.stack([loss, norm]) for _, loss, norm, _ in pending]).tolist()
+        for (step, _, _, lr), (loss, norm) in zip(pending, values):
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                raise NonFiniteError(_diverged_message(step, loss, norm, lr))
+        pending.clear()
+
+    def _checkpoint_due(self, logging: bool = True) -> bool:
+        """Every ``checkpoint_every`` steps, or when ``checkpoint_minutes`` have passed. In a distributed
+        run rank 0's clock decides, and it is consulted on logging steps only (a collective is a sync)."""
         every, minutes = self.config.checkpoint_every, self.config.checkpoint_minutes
         by_steps = bool(every) and self.step % every == 0
         by_time = bool(minutes) and time.monotonic() - self._last_save_time >= 60 * minutes
-        if self.dist.distributed and minutes:            # rank 0's clock decides for everyone
+        if self.dist.distributed and minutes and not logging:
+            by_time = False
+        elif self.dist.distributed and minutes:          # rank 0's clock decides for everyone
             flag = torch.tensor([float(by_time)], device=self.device)
             dist.broadcast(flag, src=0)
             by_time = bool(flag.item())
         return by_steps or by_time
 
-    def _agree_to_stop(self) -> int:
-        """The signal that asked to stop (0: none); in a distributed run, any rank's."""
+    def _agree_to_stop(self, logging: bool = True) -> int:
+        """The signal that asked to stop (0: none); in a distributed run, any rank's, agreed on logging
+        steps only (the all-reduce is a host-device sync), so a stop there waits up to ``log_every`` steps."""
         if not self.dist.distributed:
             return self._stop_signal
+        if not logging:
+            return 0
         flag = torch.tensor([float(self._stop_signal)], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
@@ -681,6 +831,7 @@ class Trainer:
         if not self.out_dir or self.dist.distributed or getattr(self, "_saving", False):
             return
         if snapshot is not None:                         # undo what the failed step consumed
+            self._close_loader()
             rng, data = snapshot
             set_rng_state(rng)
             for (batches, _), state in zip(self.phases, data):
@@ -773,6 +924,7 @@ class Trainer:
         self.step = int(state["step"])
         if len(state["data"]) != len(self.phases):
             raise CheckpointLoadError(f"{path} has {len(state['data'])} data phases, this run has {len(self.phases)}")
+        self._close_loader()                             # prefetched batches belong to the old position
         for (batches, _), data_state in zip(self.phases, state["data"]):
             batches.load_state_dict(data_state)
         rng = state["rng"]

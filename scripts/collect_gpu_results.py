@@ -116,7 +116,11 @@ def ratios(rows: list[dict]) -> list[dict]:
             ref = by_key[(model, seq, "hf-compile")]
             out.append({"model": model, "seq_len": seq, "impl": impl, "vs": "hf-compile",
                         "ratio": r["tokens_per_s"] / ref["tokens_per_s"]})
-        bare = {"trainer": "minibert", "trainer-compile": "minibert-compile"}.get(impl)
+        # A CLI run ("trainer", "trainer-compile") against the bare step it runs; bench_pretrain_gpu.py's
+        # trainer variants (rows with real_tokens_per_s) against the bare step with their levers.
+        bench = {"trainer": "minibert-fused", "trainer-graphs": "minibert-graphs"}
+        bare = (bench.get(impl) if "real_tokens_per_s" in r
+                else {"trainer": "minibert", "trainer-compile": "minibert-compile"}.get(impl))
         if bare and (model, seq, bare) in by_key:
             out.append({"model": model, "seq_len": seq, "impl": impl, "vs": bare,
                         "ratio": r["tokens_per_s"] / by_key[(model, seq, bare)]["tokens_per_s"]})

@@ -448,3 +448,32 @@ def test_cli_end_to_end_other_tasks(tiny_checkpoint, task, key, tmp_path):
                     "--max-eval-examples", "8", "--epochs", "1", "--batch-size", "8", "--max-seq-length", "96",
                     "--doc-stride", "32"])
     assert metrics["task"] == task and key in metrics and np.isfinite(metrics[key])
+
+
+# ============================================================================== length-grouped batches
+def test_length_grouped_batches_cover_every_example_once_and_are_seeded():
+    from minibert.finetune import LengthGroupedBatchSampler, make_loader
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 60, (203,), generator=g).tolist()
+    sampler = LengthGroupedBatchSampler(lengths, 8, seed=5, mega_batches=4)
+    epochs = [list(sampler) for _ in range(2)]
+    for batches in epochs:
+        assert len(batches) == len(sampler) == 26                       # ceil(203 / 8)
+        assert sorted(i for b in batches for i in b) == list(range(203))   # each example exactly once
+        assert sum(len(b) < 8 for b in batches) == 1                    # one short batch (the last mega-batch's)
+    assert epochs[0] != epochs[1]                                       # a new order each epoch
+    again = LengthGroupedBatchSampler(lengths, 8, seed=5, mega_batches=4)
+    assert [list(again) for _ in range(2)] == epochs                    # the same under the same seed
+
+    def padding(batches):                                               # share of padded slots
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches) / \
+            sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    plain = [list(range(203))[i:i + 8] for i in range(0, 203, 8)]
+    assert padding(epochs[0]) < 0.5 * padding(plain)
+
+    features = [{"input_ids": list(range(n)), "labels": n % 2} for n in lengths]
+    loader = make_loader(features, 8, shuffle=True, seed=5, group_by_length=True)
+    assert sum(batch["input_ids"].shape[0] for batch in loader) == 203
+    with pytest.raises(ValueError, match="group_by_length=True needs shuffle=True"):
+        make_loader(features, 8, shuffle=False, group_by_length=True)

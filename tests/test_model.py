@@ -280,6 +280,42 @@ def test_real_pretrained_weights_match_transformers(impl, real_reference):
     assert_close(a.pooler_output, b.pooler_output, what="pooler_output")
 
 
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_fused_qkv_matches_transformers_and_keeps_parameter_names(impl, real_reference):
+    inputs, a = real_reference
+    ours = BertModel.from_pretrained(pretrained_path(), attn_implementation=impl).set_fused_qkv()
+    assert ours.loading_info == {"initialized": [], "ignored": []}             # the same checkpoint keys
+    assert "encoder.layer.0.attention.self.query.weight" in ours.state_dict()
+    with torch.no_grad():
+        b = ours(**inputs, output_hidden_states=True)
+    keep = inputs["attention_mask"].bool()
+    for i, (x, y) in enumerate(zip(a.hidden_states, b.hidden_states)):
+        assert_close(x[keep], y[keep], what=f"hidden_states[{i}]")
+
+
+def test_fused_qkv_equals_three_projections_forward_and_backward():
+    torch.manual_seed(0)
+    config = BertConfig.from_preset("tiny", vocab_size=120, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = BertForPreTraining(config)
+    ids = torch.randint(5, 120, (3, 17))
+    mask = torch.ones_like(ids)
+    mask[1, 12:] = 0
+    runs = []
+    for fused in (False, True):
+        model.zero_grad()
+        model.set_fused_qkv(fused)
+        out = model(input_ids=ids, attention_mask=mask, labels=ids, next_sentence_label=torch.tensor([0, 1, 0]))
+        out.loss.backward()
+        runs.append((out.prediction_logits.detach(), out.loss.detach(),
+                     {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (l0, loss0, g0), (l1, loss1, g1) = runs
+    assert (l0 - l1).abs().max() < 1e-6 and (loss0 - loss1).abs() < 1e-6
+    assert g0.keys() == g1.keys()
+    for name in g0:
+        assert (g0[name] - g1[name]).abs().max() < 1e-6, name
+    assert model.bert.encoder.layer[0].attention.self.fused_qkv
+
+
 # ======================================================================================= attention paths
 def test_sdpa_path_equals_explicit_path_forward_and_backward():
     torch.manual_seed(0)
