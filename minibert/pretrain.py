@@ -583,7 +583,8 @@ def parse_args(argv=None) -> PretrainConfig:
                    help="start from a save_pretrained folder, e.g. for a second phase (default: random init)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--compile-mode", default=None,
-                   help="torch.compile mode (reduce-overhead: CUDA graphs over the static-shape step)")
+                   help="torch.compile mode (reduce-overhead: CUDA graphs over the static-shape step; "
+                        "default: torch's own default)")
     p.add_argument("--static-shapes", action=argparse.BooleanOptionalAction, default=None,
                    help="pad every batch to the phase's sequence length (default: on with --compile)")
     p.add_argument("--num-workers", type=int, default=None,

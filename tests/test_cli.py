@@ -72,7 +72,7 @@ def test_finetune_log_every_is_checked(tmp_path):
 
 
 def _run(code, **env):
-    full = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    full = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS")}
     full.update(PYTHONPATH=str(ROOT), **env)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=300, cwd=ROOT)
 

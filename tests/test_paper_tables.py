@@ -28,7 +28,7 @@ def inline_list(notebook, start):
                 depth += ch == "["
                 depth -= ch == "]"
                 if depth == 0 and ch == "]":
-                    return ast.literal_eval(text[:i + 1])
+                    return ast.literal_eval(text[:i + 1].strip())
     raise AssertionError(f"{notebook}: no code cell with {start!r}")
 
 
