@@ -697,8 +697,9 @@ class Trainer:
 
         until = self.config.steps if until is None else min(until, self.config.steps)
         log_path = self.out_dir / "metrics.jsonl" if self.out_dir and self.dist.is_main else None
-        # Only rank 0 shows a bar; otherwise leave `disable` to tqdm, so that TQDM_DISABLE=1 turns it off.
-        quiet = {} if self.dist.is_main else {"disable": True}
+        # Only rank 0 shows a bar, and none under TQDM_DISABLE (tqdm.auto's notebook bar would still print
+        # its first line without this: a stray line in the book's stored outputs).
+        quiet = {"disable": True} if not self.dist.is_main or os.environ.get("TQDM_DISABLE") else {}
         bar = tqdm(total=until, initial=self.step, desc="pre-training", **quiet)
         window: dict[str, Any] = {}                      # sums since the last record: device tensors and ints
         pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []   # (step, loss, norm, lr) not yet read
