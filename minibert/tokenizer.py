@@ -572,9 +572,9 @@ class BertTokenizer:
         return [self.vocab.get(t, self.unk_token_id) for t in tokens]
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False):
-        """An id or a list of ids -> token(s)."""
+        """An id or a list of ids -> token(s). Raises ``ValueError`` for an id outside the vocabulary."""
         if isinstance(ids, int) or (hasattr(ids, "ndim") and ids.ndim == 0):
-            return self.ids_to_tokens[int(ids)]
+            return self.convert_ids_to_tokens([ids])[0]
         special = set(self.all_special_ids) if skip_special_tokens else ()
         out = []
         for i in ids:

@@ -633,3 +633,11 @@ def test_is_split_into_words_matches_transformers(tok, hf, use_fast):
         tok("EU rejects", is_split_into_words=True)
     with pytest.raises(TypeError, match=r"text\[1\]\[0\] must be a str, got int"):
         tok([["EU"], [3]], is_split_into_words=True)
+
+
+def test_convert_ids_to_tokens_names_an_id_outside_the_vocabulary():
+    tok = BertTokenizer.from_pretrained(pretrained_path())
+    assert tok.convert_ids_to_tokens(101) == "[CLS]" and tok.convert_ids_to_tokens([101, 102]) == ["[CLS]", "[SEP]"]
+    for bad in (99999, [5, 99999], -1):
+        with pytest.raises(ValueError, match=r"id (99999|-1) is not in the vocabulary \(size 30522\)"):
+            tok.convert_ids_to_tokens(bad)
