@@ -153,15 +153,18 @@ def check_args(args: argparse.Namespace) -> None:
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {args.out} is a file, not a folder")
-        existing = [n for n in OUT_FILES if (out / n).exists()]
+        existing = [n for n in OUT_FILES + RUN_FILES if (out / n).exists()]
         if existing and not getattr(args, "overwrite", False):
-            raise ValueError(f"--out {args.out} already holds a model ({', '.join(existing)}); pass --overwrite "
+            what = "a pre-training run" if set(existing) & set(RUN_FILES) else "a model"
+            raise ValueError(f"--out {args.out} already holds {what} ({', '.join(existing)}); pass --overwrite "
                              "to replace it, or choose another --out")
         if out.resolve() == path.resolve():
             raise ValueError("--out must differ from --model: the fine-tuned model would replace its starting point")
 
 
 OUT_FILES = ("model.safetensors", "config.json", "metrics.json", "vocab.txt")
+# A pre-training run's files: a fine-tuned model written beside them would be replaced by a later --resume.
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "eval.json", "pretrain_config.json")
 
 
 def check_vocab(args: argparse.Namespace) -> None:
@@ -194,6 +197,14 @@ def run(args: argparse.Namespace) -> dict:
         from .squad import run_squad as runner
     else:
         from .ner import run_ner as runner
+    if args.out:                          # a second run into the same folder fails at once (as pretrain's)
+        from .pretrain import run_lock
+        with run_lock(Path(args.out)):
+            return _run_and_save(args, runner, device)
+    return _run_and_save(args, runner, device)
+
+
+def _run_and_save(args: argparse.Namespace, runner, device) -> dict:
     model, tokenizer, metrics = runner(args, device=device, log=print)
     bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     numbers = [v for v in metrics.values() if isinstance(v, float)]
@@ -204,6 +215,8 @@ def run(args: argparse.Namespace) -> dict:
         from .atomic import atomic_write_text
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:            # --overwrite of a pre-training run: nothing left to resume over it
+            (out / name).unlink(missing_ok=True)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -219,9 +232,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         check_vocab(args)
     except ValueError as exc:
         parser.error(str(exc))
+    from .checkpoint import CheckpointError
+    from .pretrain import RunError
     try:
         return run(args)
-    except FloatingPointError as exc:
+    except (FloatingPointError, ValueError, FileNotFoundError, CheckpointError, RunError) as exc:
+        # Bad data, files or settings found while running: one line naming the problem, not a traceback.
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 

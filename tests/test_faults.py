@@ -514,3 +514,30 @@ def test_malformed_json_line_names_file_and_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match=r"train\.jsonl, line 2: not valid JSON"):
         load_dataset("sst2", "train")
+
+
+def test_finetune_never_writes_into_a_pretraining_run(capsys, ft_model, tmp_path):
+    # A fine-tuned model beside a pre-training checkpoint would be replaced by a later `pretrain --resume`.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"a run to resume")
+    (run / "metrics.jsonl").write_text('{"step": 10}\n')
+    err = ft_error(capsys, ["--task", "sst2", "--model", str(ft_model), "--out", str(run)])
+    assert f"--out {run} already holds a pre-training run (checkpoint.pt, metrics.jsonl); pass --overwrite" in err
+    assert (run / "checkpoint.pt").read_bytes() == b"a run to resume"
+
+
+def test_finetune_respects_the_run_lock(capsys, ft_model, tmp_path):
+    from filelock import FileLock
+
+    from minibert.finetune import main
+    from minibert.pretrain import LOCK_NAME
+    out = tmp_path / "busy"
+    out.mkdir()
+    with FileLock(str(out / LOCK_NAME)):           # another run holds the folder
+        with pytest.raises(SystemExit) as exc:
+            main(["--task", "sst2", "--model", str(ft_model), "--out", str(out), "--max-train-examples", "8",
+                  "--max-eval-examples", "8", "--epochs", "1"])
+    assert exc.value.code == 1
+    assert f"--out {out} is in use by another run" in capsys.readouterr().err
+    assert not (out / "model.safetensors").exists()
