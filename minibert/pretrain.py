@@ -541,7 +541,8 @@ def parse_args(argv=None) -> PretrainConfig:
                                 description="Pre-train BERT (masked LM + next sentence prediction, Devlin et al. "
                                             "2019, Section 3.1) from scratch on the book's corpora.",
                                 epilog="examples:\n  python -m minibert.pretrain --config tiny --steps 600 --out "
-                                       "runs/tiny\n  python -m minibert.pretrain --out runs/tiny --resume",
+                                       "runs/tiny\n  python -m minibert.pretrain --config tiny --steps 600 --out runs/tiny --resume   "
+                                       "# the same settings, continued",
                                 formatter_class=HelpFormatter)
     p.add_argument("--config", default=d.config, choices=["tiny", "mini", "small", "medium", "base", "large"],
                    help="model size: a BertConfig preset (tiny: L=2 H=128; base: L=12 H=768, the paper's BASE)")
