@@ -24,6 +24,7 @@ masked out either way), and the loss is averaged over the batch as in Google's c
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,7 +250,9 @@ def predict(model: torch.nn.Module, loader, *, device=None, output: str = "logit
     model.eval()
     device = device or next(model.parameters()).device
     outs: list = []
-    for batch in tqdm(loader, desc="evaluating", unit="batch", leave=False):
+    # TQDM_DISABLE is read here too: tqdm.auto's notebook bar ignores it and would leave a widget behind.
+    quiet = {"disable": True} if os.environ.get("TQDM_DISABLE") else {}
+    for batch in tqdm(loader, desc="evaluating", unit="batch", leave=False, **quiet):
         batch = {k: v for k, v in _to(batch, device).items()
                  if k not in ("labels", "start_positions", "end_positions")}
         out = model(**batch)
