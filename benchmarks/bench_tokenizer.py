@@ -1,6 +1,6 @@
 """Tokenizer throughput: minibert pure Python vs minibert fast path vs transformers' BertTokenizerFast.
 
-    MINIBERT_DATA=/work/shared/data python benchmarks/bench_tokenizer.py [--repeat 3] [--train]
+    MINIBERT_DATA=../shared/data python benchmarks/bench_tokenizer.py [--repeat 3] [--train]
 
 Encodes both pre-training corpora (wikipedia_summaries + books, about 2M words) with each tokenizer, the
 same calls (batch of documents, offsets on), and prints tokens per second and the ratios. All three give
