@@ -323,4 +323,10 @@ def load_tokenizer(model: str | Path | None = None, tokenizer: str | Path | None
                 return BertTokenizer.from_pretrained(p)
             if tokenizer is not None and candidate is tokenizer:
                 raise ValueError(f"tokenizer {str(p)!r} is neither a vocab.txt nor a directory holding one")
+            if candidate is model and (p / "tokenizer.json").is_file():
+                # A transformers 5 save (tokenizer.json only): its vocabulary and casing may differ from
+                # bert-base-uncased's, so guessing would read every sentence wrongly without a word.
+                raise ValueError(f"{p} has a tokenizer.json but no vocab.txt; minibert reads WordPiece vocabularies "
+                                 "from vocab.txt: save one there (tokenizer.save_vocabulary) or pass its path as "
+                                 "the tokenizer")
     return BertTokenizer.from_pretrained(vocab_path())

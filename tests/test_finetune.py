@@ -477,3 +477,13 @@ def test_length_grouped_batches_cover_every_example_once_and_are_seeded():
     assert sum(batch["input_ids"].shape[0] for batch in loader) == 203
     with pytest.raises(ValueError, match="group_by_length=True needs shuffle=True"):
         make_loader(features, 8, shuffle=False, group_by_length=True)
+
+
+def test_load_tokenizer_refuses_to_guess_for_a_tokenizer_json_only_folder(tmp_path):
+    # transformers 5 saves tokenizer.json without vocab.txt: reading it with bert-base-uncased's vocabulary
+    # would be silently wrong for a cased or other-vocabulary model.
+    from minibert.finetuning import load_tokenizer
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match="has a tokenizer.json but no vocab.txt"):
+        load_tokenizer(tmp_path)
+    assert load_tokenizer(None).vocab_size == 30522          # no model folder: the book's default vocabulary
