@@ -245,6 +245,20 @@ def truncate_seq_pair(tokens_a: Sequence[int], tokens_b: Sequence[int], max_num_
     return list(tokens_a[a0:a1]), list(tokens_b[b0:b1])
 
 
+def _pair(tokens_a, tokens_b, cls_token_id: int, sep_token_id: int) -> tuple[list[int], list[int]]:
+    """``[CLS] A [SEP] B [SEP]`` and its segment ids (0 for [CLS] A [SEP], 1 for B [SEP])."""
+    input_ids = [cls_token_id, *tokens_a, sep_token_id, *tokens_b, sep_token_id]
+    return input_ids, [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
+
+
+def _instance(input_ids, token_type_ids, label, masking, rng) -> TrainingInstance:
+    """One instance, masked now (static masking) or left for the collator (``masking`` None)."""
+    if masking is None:
+        return TrainingInstance(input_ids, token_type_ids, label)
+    input_ids, positions, labels = masking(input_ids, rng)
+    return TrainingInstance(input_ids, token_type_ids, label, positions, labels)
+
+
 def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[int]]], document_index: int,
                                    max_seq_length: int, short_seq_prob: float, rng: random.Random, *,
                                    cls_token_id: int, sep_token_id: int,
@@ -307,13 +321,8 @@ def create_instances_from_document(all_documents: Sequence[Sequence[Sequence[int
             tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
             assert tokens_a and tokens_b
 
-            input_ids = [cls_token_id, *tokens_a, sep_token_id, *tokens_b, sep_token_id]
-            token_type_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
-            if masking is not None:
-                input_ids, positions, labels = masking(input_ids, rng)
-                instances.append(TrainingInstance(input_ids, token_type_ids, label, positions, labels))
-            else:
-                instances.append(TrainingInstance(input_ids, token_type_ids, label))
+            input_ids, token_type_ids = _pair(tokens_a, tokens_b, cls_token_id, sep_token_id)
+            instances.append(_instance(input_ids, token_type_ids, label, masking, rng))
             chunk, chunk_length = [], 0
         i += 1
     return instances
@@ -363,13 +372,8 @@ def _instances_other_task(document, max_seq_length, short_seq_prob, rng, cls_tok
             if stats is not None:
                 stats["sop_swapped" if label else "sop_in_order"] += 1
             tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
-            input_ids = [cls_token_id, *tokens_a, sep_token_id, *tokens_b, sep_token_id]
-            token_type_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
-        if masking is not None:
-            input_ids, positions, labels = masking(input_ids, rng)
-            instances.append(TrainingInstance(input_ids, token_type_ids, label, positions, labels))
-        else:
-            instances.append(TrainingInstance(input_ids, token_type_ids, label))
+            input_ids, token_type_ids = _pair(tokens_a, tokens_b, cls_token_id, sep_token_id)
+        instances.append(_instance(input_ids, token_type_ids, label, masking, rng))
         chunk, chunk_length = [], 0
     return instances
 
