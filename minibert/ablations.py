@@ -168,6 +168,8 @@ class Scale:
     ner_eval_sentences: int = 500
     ner_epochs: int = 3
     ltr_all_positions: bool = False          # the LTR model scores every next token (see Recipe)
+    vocab_size: int | None = None            # learn a WordPiece vocabulary on the training documents (None:
+                                             # bert-base-uncased's 30,522 entries)
     device: str = "cpu"
 
     @property
@@ -184,13 +186,15 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     Scale("micro", size=(1, 32, 2), sizes=((1, 32, 2), (2, 32, 2)), steps=3, batch_size=8, max_seq_length=32,
           lr=1e-3, max_documents=40, eval_every_nth=10, eval_batches=1, ft_train_examples=32, ft_eval_examples=16,
           ft_batch_size=16, ft_max_seq_length=32, ner_train_sentences=16, ner_eval_sentences=16, ner_epochs=1),
-    # About 3 minutes of one CPU core a run (measured for "bert", one thread: pre-training 132 s, SST-2 15 s,
-    # MRPC 20 s, CoNLL-2003 features 23 s); 13 variants x 3 seeds, about 2.5 hours in all. The peak rates are Chapter 7's (2e-3) and the best of Chapter 8's sweep (3e-4):
-    # at 1e-4 a model this small stays at SST-2's majority class.
-    Scale("book", size=(2, 128, 2), sizes=((1, 128, 2), (2, 128, 2), (4, 128, 2), (2, 256, 4)), steps=300,
-          batch_size=32, max_seq_length=64, lr=2e-3, max_documents=1500, ft_train_examples=1500,
+    # About 2.5 minutes of one CPU core a run, 13 variants x 3 seeds in about 1.5 hours (the file records each
+    # run's time). An 8,000-entry WordPiece vocabulary learned on the corpora: bert-base-uncased's 30,522 entries
+    # would be 88% of a 128-wide model's parameters and make a step twice as slow (Chapter 7). The peak rates are
+    # Chapter 7's (2e-3) and the best of Chapter 8's sweep (3e-4): at 1e-4 a model this small stays at SST-2's
+    # majority class.
+    Scale("book", size=(2, 128, 2), sizes=((1, 128, 2), (2, 128, 2), (4, 128, 2), (2, 256, 4)), steps=600,
+          batch_size=32, max_seq_length=64, lr=2e-3, max_documents=1500, ft_train_examples=2000,
           ft_eval_examples=None, ft_epochs=2, ft_lr=3e-4, ft_max_seq_length=64, ner_train_sentences=1000,
-          ner_eval_sentences=500, ner_epochs=10),
+          ner_eval_sentences=500, ner_epochs=10, vocab_size=8000),
     # A GPU: BERT-Mini and BERT-Small (Turc et al. 2019), the whole local corpora.
     Scale("mini", size=(4, 256, 4), sizes=((2, 256, 4), (4, 256, 4), (8, 256, 4), (4, 512, 8)), steps=20000,
           batch_size=128, max_seq_length=128, lr=5e-4, max_documents=None, dupe_factor=5, eval_batches=50,
@@ -227,6 +231,25 @@ def finetune_plan(recipe: Recipe) -> list[tuple[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------------ running
+CORPORA = ("wikipedia_summaries", "books")
+
+
+def load_tokenizer(scale: Scale):
+    """The tokenizer of every run at ``scale``: bert-base-uncased's, or with ``scale.vocab_size`` a WordPiece
+    vocabulary learned on the training documents (held-out ones excluded) with Chapter 1's trainer. The
+    same for every variant and seed, and deterministic."""
+    from .corpus import load_corpora
+    from .data import vocab_path
+    from .tokenizer import BertTokenizer
+    from .wordpiece_training import train_tokenizer
+
+    if scale.vocab_size is None:
+        return BertTokenizer.from_pretrained(vocab_path())
+    corpus = load_corpora(CORPORA, max_documents=scale.max_documents)
+    texts = (text for i, text in enumerate(corpus["text"]) if i % scale.eval_every_nth)
+    return train_tokenizer(texts, vocab_size=scale.vocab_size)
+
+
 def load_documents(scale: Scale, tokenizer):
     """(train documents, held-out documents) as lists of sentences of token ids: every ``eval_every_nth``
     document of the book's two corpora is held out. The same for every variant and seed."""
@@ -234,7 +257,7 @@ def load_documents(scale: Scale, tokenizer):
 
     from .corpus import load_corpora, tokenize_corpus
 
-    parts = [load_corpora(name, max_documents=scale.max_documents) for name in ("wikipedia_summaries", "books")]
+    parts = [load_corpora(name, max_documents=scale.max_documents) for name in CORPORA]
     docs = tokenize_corpus(datasets.concatenate_datasets(parts), tokenizer)[:]["sentence_ids"]
     train = [d for i, d in enumerate(docs) if i % scale.eval_every_nth]
     held_out = [d for i, d in enumerate(docs) if i % scale.eval_every_nth == 0]

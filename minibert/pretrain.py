@@ -57,8 +57,10 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write_text, remove_stale_temporaries
+from .corpus import load_corpora
 from .train import (Batches, CheckpointLoadError, NonFiniteError, TrainConfig, Trainer, TrainingInterrupted,
                     cleanup_distributed, evaluate, read_checkpoint, set_seed, setup_distributed)
+from .wordpiece_training import train_tokenizer
 
 LOCAL_CORPORA = ("wikipedia_summaries", "books")
 
@@ -73,6 +75,7 @@ class PretrainConfig:
     dupe_factor: int = 5                  # Google: 10 (each document is cut and masked that many times)
     max_documents: int | None = None      # per corpus, for quick runs
     eval_every_nth: int = 50              # every n-th document is held out for evaluation
+    vocab_size: int | None = None         # learn a WordPiece vocabulary of this size (default: bert-base-uncased's)
     batch_size: int = 32                  # per process and micro-batch
     grad_accum: int = 1
     steps: int = 1000                     # all phases
@@ -108,7 +111,7 @@ BOOKKEEPING = ("out", "resume", "overwrite", "allow_changes", "compile", "compil
                "num_workers", "fused_qkv", "device", "log_every",
                "checkpoint_every", "checkpoint_minutes", "eval_batches")
 # Fields that fix the model's shape: a resume can never change them.
-MODEL_FIELDS = ("config", "config_overrides")
+MODEL_FIELDS = ("config", "config_overrides", "vocab_size")
 # What a run leaves in its folder; one of them there means the folder holds a run.
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "model.safetensors", "config.json", "eval.json", "vocab.txt",
              "tokenizer_config.json", "tokenizer.json", "pretrain_config.json")
@@ -145,6 +148,11 @@ def validate(cfg: PretrainConfig) -> None:
     for name in ("max_documents", "phase2_batch_size"):
         if getattr(cfg, name) is not None:
             positive_int(name, getattr(cfg, name))
+    if cfg.vocab_size is not None:
+        positive_int("vocab_size", cfg.vocab_size, MIN_VOCAB_SIZE)
+        if cfg.init_from:
+            raise ValueError("--vocab-size cannot be used with --init-from: the model there has its vocabulary "
+                             "(its word-embedding matrix) already")
     if cfg.phase2_steps >= cfg.steps:
         raise ValueError(f"--phase2-steps {cfg.phase2_steps} must be smaller than --steps {cfg.steps}")
     positive_int("warmup", cfg.warmup, 0)
@@ -296,15 +304,38 @@ def prepare_out(cfg: PretrainConfig, out: Path) -> dict | None:
     return None
 
 
-def load_tokenizer():
+# Room for the five special tokens and an alphabet: a smaller vocabulary could not spell the corpus.
+MIN_VOCAB_SIZE = 200
+
+
+def train_vocabulary(cfg: PretrainConfig):
+    """A WordPiece vocabulary of ``cfg.vocab_size`` entries learned on the run's training documents (the
+    held-out ones excluded), with Chapter 1's trainer (:func:`minibert.wordpiece_training.train_tokenizer`),
+    lowercased as bert-base-uncased. About 20 s for the book's two corpora (1.9 million words) on one core.
+
+    Google pre-trained with a fixed 30,522-entry vocabulary; a small model on a small corpus spends most of its
+    parameters and output-layer time on that vocabulary, so the book's own runs learn one (Chapter 7).
+    """
+    corpus = load_corpora(cfg.corpora, max_documents=cfg.max_documents)
+    texts = (text for i, text in enumerate(corpus["text"]) if i % cfg.eval_every_nth != 0)
+    return train_tokenizer(texts, vocab_size=cfg.vocab_size)
+
+
+def load_tokenizer(cfg: PretrainConfig | None = None, out: Path | None = None):
+    """The run's tokenizer: bert-base-uncased's vocabulary, or with ``cfg.vocab_size`` one learned for the run
+    (:func:`train_vocabulary`; a resumed run reads the one it saved in ``out``)."""
     from .data import vocab_path
     from .tokenizer import BertTokenizer
-    return BertTokenizer.from_pretrained(vocab_path())
+
+    if cfg is None or cfg.vocab_size is None:
+        return BertTokenizer.from_pretrained(vocab_path())
+    if cfg.resume and out is not None and (out / "vocab.txt").is_file():
+        return BertTokenizer.from_pretrained(out)
+    return train_vocabulary(cfg)
 
 
 def build_datasets(cfg: PretrainConfig, tokenizer, max_seq_length: int, max_predictions: int):
     """(train instances, eval instances): documents split by position, instances as Google builds them."""
-    from .corpus import load_corpora
     from .pretraining import create_pretraining_dataset
 
     corpus = load_corpora(cfg.corpora, max_documents=cfg.max_documents)
@@ -368,7 +399,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
 def _pretrain(cfg, info, out, saved, changed, collator_cls) -> dict:
     from .pretraining import InstanceArrays
 
-    tokenizer = load_tokenizer()
+    tokenizer = load_tokenizer(cfg, out)
+    if info.is_main and cfg.vocab_size is not None:
+        tokenizer.save_pretrained(out)                    # before training: a resumed run reads this one
     collate = collator_cls(tokenizer, mlm_format="sparse")
     static = cfg.compile if cfg.static_shapes is None else cfg.static_shapes
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if info.device.type == "cuda" else 0)
@@ -557,6 +590,9 @@ def parse_args(argv=None) -> PretrainConfig:
     p.add_argument("--dupe-factor", type=int, default=d.dupe_factor,
                    help="how many times each document is cut into instances and masked differently (Google: 10)")
     p.add_argument("--eval-every-nth", type=int, default=d.eval_every_nth, help="hold out every n-th document")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="learn a WordPiece vocabulary of this many entries on the training documents (Chapter 1's "
+                        "trainer), saved in --out (default: bert-base-uncased's 30,522)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process and micro-batch")
     p.add_argument("--grad-accum", type=int, default=d.grad_accum,
                    help="micro-batches per optimizer step (the step's batch is batch-size times this)")
@@ -599,7 +635,8 @@ def parse_args(argv=None) -> PretrainConfig:
     a = p.parse_args(argv)
     return PretrainConfig(config=a.config, corpora=tuple(a.corpora), max_documents=a.max_documents,
                           max_seq_length=a.max_seq_length, max_predictions_per_seq=a.max_predictions_per_seq,
-                          dupe_factor=a.dupe_factor, eval_every_nth=a.eval_every_nth, batch_size=a.batch_size, grad_accum=a.grad_accum,
+                          dupe_factor=a.dupe_factor, eval_every_nth=a.eval_every_nth, vocab_size=a.vocab_size,
+                          batch_size=a.batch_size, grad_accum=a.grad_accum,
                           steps=a.steps, phase2_steps=a.phase2_steps, phase2_seq_len=a.phase2_seq_len,
                           phase2_batch_size=a.phase2_batch_size, lr=a.lr, warmup=a.warmup,
                           weight_decay=a.weight_decay, dropout=a.dropout, seed=a.seed, out=a.out, resume=a.resume,

@@ -120,10 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     # A fine-tuning model starts with new heads: minibert.checkpoint says so for every run; that is expected here.
     logging.getLogger("minibert").setLevel(logging.ERROR)
 
-    from minibert.ablations import SCALES, finetune_plan, finetune_variant, load_documents, pretrain_variant, \
-        recipe_dict, variants_for
-    from minibert.tokenizer import BertTokenizer
-    from minibert.data import vocab_path
+    from minibert.ablations import SCALES, finetune_plan, finetune_variant, load_documents, load_tokenizer, \
+        pretrain_variant, recipe_dict, variants_for
 
     scale = SCALES[args.scale]
     variants = variants_for(scale)
@@ -149,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not todo:
         return results
     torch.set_num_threads(args.threads)
-    tokenizer = BertTokenizer.from_pretrained(vocab_path())
+    tokenizer = load_tokenizer(scale)
     train_docs, held_out_docs = load_documents(scale, tokenizer)
     command = " ".join(shlex.quote(a) for a in ["python", "scripts/ablations.py", *(sys.argv[1:] if argv is None
                                                                                    else argv)])

@@ -117,4 +117,4 @@ def test_flags_are_checked(script, tmp_path, capsys):
     variants = minibert.ablations.variants_for(minibert.ablations.SCALES["book"])
     assert f"{3 * len(variants)} of {3 * len(variants)} runs to do" in text and listed["runs"] == {}
     assert {"ltr", "sop", "roberta", "mask_0_0_100", "size_L4_H128_A2"} <= set(variants)
-    assert "ltr/seed2: pre-train 300 steps" in text and "sst2_bilstm" in text
+    assert "ltr/seed2: pre-train 600 steps" in text and "sst2_bilstm" in text

@@ -95,6 +95,8 @@ BASE = ["--max-documents", "8", "--dupe-factor", "1", "--batch-size", "8", "--wa
     (["--init-from", "no/such/folder"], "--init-from 'no/such/folder' is not a model folder (no config.json in it)"),
     (["--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
     (["--corpora", "wikipedia_sumaries"], "--corpora: unknown corpus name(s) wikipedia_sumaries"),
+    (["--vocab-size", "50"], "--vocab-size must be an integer >= 200, got 50"),
+    (["--vocab-size", "300", "--init-from", "x"], "--vocab-size cannot be used with --init-from"),
 ])
 def test_every_flag_is_checked_before_any_data_is_read(flags, message, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain_module, "build_datasets", lambda *a, **k: pytest.fail("data was read"))
@@ -192,10 +194,42 @@ def test_resume_refuses_changed_settings_and_lists_them(run_copy, change, listed
     assert (run_copy / "checkpoint.pt").read_bytes() == before
 
 
+def test_a_learned_vocabulary_is_trained_on_the_training_documents_saved_and_reused_on_resume(tmp_path,
+                                                                                              monkeypatch):
+    out = tmp_path / "vocab"
+    seen = []
+    real = pretrain_module.train_vocabulary
+
+    def spy(cfg):
+        tokenizer = real(cfg)
+        seen.append(tokenizer.vocab)
+        return tokenizer
+
+    monkeypatch.setattr(pretrain_module, "train_vocabulary", spy)
+    pretrain(small_run(out, vocab_size=300, checkpoint_every=2))
+    saved = (out / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(seen) == 1 and saved == list(seen[0]) and len(saved) == 300
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == 300
+    # 8 documents of each corpus, every 4th held out: 12 documents' words, none of the held-out ones'
+    corpus = pretrain_module.load_corpora(PretrainConfig.corpora, max_documents=8)
+    counted = []
+    monkeypatch.setattr(pretrain_module, "train_tokenizer", lambda texts, **k: counted.extend(texts) or k)
+    real(small_run(out, vocab_size=300))
+    assert counted == [t for i, t in enumerate(corpus["text"]) if i % 4] and len(counted) == 12
+    # a resumed run reads the vocabulary it saved instead of learning one again
+    monkeypatch.setattr(pretrain_module, "train_vocabulary", lambda cfg: pytest.fail("trained again"))
+    (out / pretrain_module.LOCK_NAME).unlink(missing_ok=True)
+    pretrain(small_run(out, vocab_size=300, steps=6, resume=True, allow_changes=True))
+    assert (out / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1] == saved
+
+
 def test_resume_never_changes_the_model(run_copy):
     with pytest.raises(RunError, match="--resume cannot change the model") as exc:
         pretrain(small_run(run_copy, resume=True, config="mini", allow_changes=True))
     assert "--config: checkpoint 'tiny', now 'mini'" in str(exc.value)
+    with pytest.raises(RunError, match="--resume cannot change the model") as exc:
+        pretrain(small_run(run_copy, resume=True, vocab_size=300, allow_changes=True))
+    assert "--vocab-size: checkpoint None, now 300" in str(exc.value)
 
 
 def test_resume_with_allowed_changes_applies_them_and_survives_a_torn_log_line(run_copy, capsys):
