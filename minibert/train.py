@@ -391,7 +391,7 @@ def plot_metrics(records: str | os.PathLike | list[dict[str, Any]], smooth: int 
             steps = steps[smooth - 1:]
         return steps, values
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
     for key in ("loss", "mlm_loss", "nsp_loss"):
         steps, values = series(key)
         if steps is not None:

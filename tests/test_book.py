@@ -34,6 +34,27 @@ def _strings(value):
                 yield from _strings(item)
 
 
+# Figures are drawn at most 9 inches wide at 150 dpi (minibert.viz.BOOK_DPI): 1,350 px, plus the few pixels
+# matplotlib's tight bounding box adds for labels. Wider figures are scaled down and their text shrinks.
+MAX_FIGURE_PX = 1400
+
+
+def _png_size(data: str) -> tuple[int, int]:
+    import base64
+    import struct
+
+    header = base64.b64decode(data[:64])
+    return struct.unpack(">II", header[16:24])
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_figures_fit_the_column(path):
+    wide = [(n, _png_size(out["data"]["image/png"])) for n, _, cell in _cells(path, "code")
+            for out in cell.get("outputs", []) if "image/png" in out.get("data", {})
+            if _png_size(out["data"]["image/png"])[0] > MAX_FIGURE_PX]
+    assert not wide, f"{path.name}: figures wider than {MAX_FIGURE_PX} px (cell, (width, height)): {wide}"
+
+
 def test_there_are_chapters():
     assert len(CHAPTERS) >= 11, [p.name for p in CHAPTERS]
 
