@@ -488,3 +488,34 @@ def test_whole_word_masking_per_piece_by_default_per_word_as_option(tok, real_do
     assert seen_mixed == 0
     with pytest.raises(ValueError, match="per_word_decision=True needs whole_word_mask=True"):
         MaskedLMPolicy.from_tokenizer(tok, per_word_decision=True)
+
+
+# ----------------------------------------------------------------------------- Chapter 7's probes: ranks
+def test_frequency_ranks_order_the_masked_tokens_by_count():
+    import datasets
+
+    from minibert.pretrain import frequency_ranks
+
+    train = datasets.Dataset.from_dict({"masked_lm_ids": [[5, 5, 3], [3, 5, 7]]})
+    # counts: 5 three times, 3 twice, 7 once; the unseen ids follow in id order
+    assert frequency_ranks(train, 8).tolist() == [4, 5, 6, 2, 7, 1, 8, 3]
+
+
+def test_mask_rank_agrees_with_fill_mask():
+    from minibert.config import BertConfig
+    from minibert.model import BertForPreTraining
+    from minibert.pretrain import fill_mask, mask_rank
+    from minibert.tokenizer import BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "."]
+    tokenizer = BertTokenizer({w: i for i, w in enumerate(words)})
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
+                                          num_attention_heads=2, intermediate_size=32))
+    text = "the cat sat on the [MASK] ."
+    guesses = fill_mask(model, tokenizer, text, top_k=len(words))[0]
+    assert [mask_rank(model, tokenizer, text, w) for w in guesses] == list(range(1, len(words) + 1))
+    with pytest.raises(ValueError, match="answer 'dog' is not a token of the vocabulary"):
+        mask_rank(model, tokenizer, text, "dog")
+    with pytest.raises(ValueError, match="text has no \\[MASK\\] token"):
+        mask_rank(model, tokenizer, "the cat", "cat")
