@@ -967,30 +967,17 @@ class Trainer:
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
     """A training checkpoint, read with ``torch.load(weights_only=True)``: no code runs on load.
 
-    Raises :class:`CheckpointLoadError` naming the file: missing, empty, truncated or not a checkpoint,
-    or holding Python objects other than tensors, numbers and strings (an older minibert, or someone else's).
+    Raises :class:`CheckpointLoadError` naming the file: missing, empty, truncated or not a checkpoint at
+    all (a text file, random bytes: see :func:`minibert.checkpoint.load_torch_file`), or holding Python
+    objects other than tensors, numbers and strings (an older minibert, or someone else's).
     """
-    import pickle
-    import zipfile
+    from .checkpoint import load_torch_file
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointLoadError(f"no training checkpoint at {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointLoadError(f"{path} is empty (0 bytes): not a training checkpoint")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc) and "GLOBAL" not in str(exc):
-            raise CheckpointLoadError(f"{path} is truncated or not a training checkpoint (unreadable pickle data)") from None
-        first = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
-                     "a Python object other than tensors, numbers and strings")
-        raise CheckpointLoadError(
-            f"{path} cannot be loaded safely (weights_only=True): it is not a minibert training checkpoint, "
-            f"or holds Python objects other than tensors, numbers and strings ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointLoadError(f"{path} is truncated or not a training checkpoint ({first})") from None
+    state = load_torch_file(path, "training checkpoint", "tensors, numbers and strings", CheckpointLoadError,
+                            map_location=device)
     needed = {"model", "optimizer", "scheduler", "step", "rng", "data"}
     if not isinstance(state, dict) or not needed <= set(state):
         missing = sorted(needed - set(state)) if isinstance(state, dict) else sorted(needed)

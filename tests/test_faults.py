@@ -273,6 +273,62 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "pwned").exists()
 
 
+def _not_a_checkpoint(kind: str, seed: int = 0) -> bytes:
+    """Files a user may pass where a checkpoint belongs: text, JSON, random bytes, a plain pickle, a zip of
+    something else, and damaged data behind the headers torch.save writes (its unpickler then fails with
+    KeyError, IndexError, UnicodeDecodeError, ... depending on the bytes)."""
+    import io
+    import random
+    import zipfile
+    noise = random.Random(seed).randbytes(400)
+    if kind == "zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("notes.txt", "not a checkpoint")
+        return buffer.getvalue()
+    return {"text": b"hello world\n", "json": b'{"step": 3}', "random": noise, "pickle": pickle.dumps([1, 2]),
+            "pickle-header": b"\x80" + noise, "zip-header": b"PK\x03\x04" + noise}[kind]
+
+
+NOT_CHECKPOINTS = ([("text", 0), ("json", 0), ("zip", 0), ("pickle", 0)]
+                   + [(kind, seed) for kind in ("random", "pickle-header", "zip-header") for seed in range(40)])
+
+
+def test_no_file_that_is_not_a_checkpoint_gives_a_traceback(tmp_path):
+    from minibert.checkpoint import read_state_dict
+    path = tmp_path / "checkpoint.pt"
+    weights = tmp_path / "pytorch_model.bin"
+    for kind, seed in NOT_CHECKPOINTS:
+        path.write_bytes(_not_a_checkpoint(kind, seed))
+        weights.write_bytes(path.read_bytes())
+        with pytest.raises(CheckpointLoadError) as exc:
+            read_checkpoint(path)
+        assert str(exc.value).startswith(f"{path} is truncated or not a training checkpoint ("), (kind, seed)
+        with pytest.raises(CheckpointError) as exc:
+            read_state_dict(weights)
+        assert str(exc.value).startswith(f"{weights} is truncated or not a PyTorch weights file ("), (kind, seed)
+
+
+def test_a_text_file_as_checkpoint_says_what_it_starts_with(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_text("hello world\n")
+    with pytest.raises(CheckpointLoadError) as exc:
+        read_checkpoint(path)
+    assert str(exc.value) == (f"{path} is truncated or not a training checkpoint (it starts with the text "
+                              "b'hello wo', not with a zip archive or a pickle stream as torch.save writes)")
+    path.write_bytes(b"\x80\x04hello world")      # a pickle header, then text: torch raised a bare KeyError
+    with pytest.raises(CheckpointLoadError, match=r"is truncated or not a training checkpoint \(KeyError: 101\)"):
+        read_checkpoint(path)
+
+
+def test_resume_from_a_text_file_is_one_line_and_status_1(run_copy, capsys):
+    (run_copy / "checkpoint.pt").write_text("hello world\n")
+    argv = BASE + ["--out", str(run_copy), "--resume", "--allow-config-change"]
+    err = cli_error(capsys, argv, code=1)
+    assert err.startswith(f"python -m minibert.pretrain: error: {run_copy / 'checkpoint.pt'} is truncated or not "
+                          "a training checkpoint (it starts with the text b'hello wo'") and err.count("\n") == 1
+
+
 # ============================================================================== signals, errors, divergence
 def _trainer(out, steps=8, hook=None, lr=3e-3, checkpoint_every=0):
     """test_train's two-phase run; ``hook(call)`` runs inside the data stream's collate function."""
