@@ -148,6 +148,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--model {args.model!r} is not a directory (expected a checkpoint with config.json)")
     if not (path / "config.json").is_file():
         raise ValueError(f"--model {args.model!r} has no config.json")
+    from .checkpoint import PYTORCH_NAME, SAFETENSORS_NAME
+    if not any((path / name).is_file() for name in (SAFETENSORS_NAME, PYTORCH_NAME)):
+        raise ValueError(f"--model {args.model!r} has a config.json but no weights ({SAFETENSORS_NAME} or "
+                         f"{PYTORCH_NAME})")
     out = getattr(args, "out", None)
     if out is not None:
         out = Path(out)

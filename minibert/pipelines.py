@@ -61,11 +61,18 @@ HEAD_PREFIXES = {
 
 
 def infer_task(model: str | os.PathLike) -> str:
-    """The task of a checkpoint directory, from the ``architectures`` its config.json names."""
+    """The task of a checkpoint directory, from the ``architectures`` its config.json names. ValueError
+    naming the file for a config.json that is not a BERT model's (see :meth:`BertConfig.from_json_file`)."""
+    from .config import BertConfig
+
     path = Path(model) / "config.json"
     if not path.is_file():
         raise ValueError(f"model {str(model)!r} has no config.json; pass a checkpoint directory")
-    architectures = json.loads(path.read_text(encoding="utf-8")).get("architectures") or []
+    architectures = BertConfig.from_json_file(path).extra.get("architectures") or []
+    if isinstance(architectures, str):
+        architectures = [architectures]
+    if not isinstance(architectures, list):
+        raise ValueError(f"{path}: architectures must be a list of class names, got {architectures!r:.60}")
     for name in architectures:
         if name in ARCHITECTURE_TASKS:
             return ARCHITECTURE_TASKS[name]
@@ -121,7 +128,10 @@ def pipeline(task: str | None = None, model: str | os.PathLike | None = None, *,
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     device = resolve_device(device)
-    net = getattr(modeling, TASK_HEADS[task]).from_pretrained(path)
+    try:
+        net = getattr(modeling, TASK_HEADS[task]).from_pretrained(path)
+    except FileNotFoundError as exc:       # config.json without weights: not a checkpoint (yet)
+        raise ValueError(f"model {str(model)!r} is not a complete checkpoint: {exc}") from None
     fresh = [k for k in net.loading_info["initialized"] if k.startswith(HEAD_PREFIXES[task])]
     if fresh:
         raise ValueError(f"model {str(model)!r} has no trained {task} head ({', '.join(fresh)} not in the "

@@ -133,6 +133,7 @@ def validate(cfg: PretrainConfig) -> None:
     Checks every number's range, the relations between flags (``--warmup`` <= ``--steps``, sequence
     lengths within the model's position table, ...), ``--device``, ``--init-from`` and ``--out``.
     """
+    from .checkpoint import PYTORCH_NAME, SAFETENSORS_NAME
     from .config import PRESETS, BertConfig
 
     def positive_int(name, value, minimum=1):
@@ -192,6 +193,9 @@ def validate(cfg: PretrainConfig) -> None:
         source = Path(cfg.init_from)
         if not (source / "config.json").is_file():
             raise ValueError(f"--init-from {cfg.init_from!r} is not a model folder (no config.json in it)")
+        if not any((source / name).is_file() for name in (SAFETENSORS_NAME, PYTORCH_NAME)):
+            raise ValueError(f"--init-from {cfg.init_from!r} has a config.json but no weights "
+                             f"({SAFETENSORS_NAME} or {PYTORCH_NAME})")
         positions = BertConfig.from_pretrained(source).max_position_embeddings
         where = f"--init-from {cfg.init_from}"
     else:

@@ -538,6 +538,18 @@ def test_finetune_out_checked_before_training(capsys, ft_model, tmp_path):
     assert "--out must differ from --model" in err
 
 
+def test_a_model_folder_without_weights_is_refused_before_training(capsys, ft_model, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(ft_model / "config.json", bare / "config.json")
+    err = ft_error(capsys, ["--task", "sst2", "--model", str(bare), "--out", str(tmp_path / "o")])
+    assert err.splitlines()[-1] == (f"python -m minibert.finetune: error: --model {str(bare)!r} has a config.json "
+                                    "but no weights (model.safetensors or pytorch_model.bin)")
+    err = cli_error(capsys, BASE + ["--out", str(tmp_path / "p"), "--init-from", str(bare)])
+    assert f"--init-from {str(bare)!r} has a config.json but no weights" in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "p").exists()
+
+
 def test_finetune_flags(capsys, ft_model, tmp_path, monkeypatch):
     base = ["--task", "sst2", "--model", str(ft_model), "--out", str(tmp_path / "o")]
     assert "--seed must be in [0, 2**32), got -1" in ft_error(capsys, base + ["--seed", "-1"])

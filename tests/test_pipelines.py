@@ -272,3 +272,39 @@ def test_predict_command_line(sst2_model, qa_model, tmp_path, capsys):
     inputs.write_text('{"sentence": "fine"}\n')
     assert "input 1: a text-classification input object takes the keys \"text\" and optionally" in error(
         ["--model", str(sst2_model), "--file", str(inputs)])
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no weights", "model '{d}' is not a complete checkpoint: no model.safetensors or pytorch_model.bin in {d}"),
+    ("list", "{d}/config.json holds a JSON list, not an object of settings"),
+    ("string", "{d}/config.json holds a JSON string, not an object of settings"),
+    ("number", "{d}/config.json holds a JSON number, not an object of settings"),
+    ("invalid", "{d}/config.json is not valid JSON: Expecting property name enclosed in double quotes at line 1"),
+    ("not utf-8", "{d}/config.json is not UTF-8 text (invalid start byte at byte 0)"),
+    ("wrong type", "{d}/config.json: BertConfig.hidden_size must be an int, got '128'"),
+    ("labels list", "{d}/config.json: BertConfig.id2label must be a mapping (a JSON object), got list"),
+    ("gpt2", "{d}/config.json: model_type is 'gpt2', not 'bert': this is not a BERT model's config"),
+])
+def test_a_bad_model_folder_names_the_file_in_pipeline_and_predict(sst2_model, tmp_path, capsys, damage, message):
+    d = tmp_path / "m"
+    shutil.copytree(sst2_model, d)
+    config = d / "config.json"
+    values = json.loads(config.read_text())
+    if damage == "no weights":
+        (d / "model.safetensors").unlink()
+    elif damage in ("list", "string", "number", "invalid", "not utf-8"):
+        config.write_bytes({"list": b"[1, 2]", "string": b'"bert"', "number": b"3", "invalid": b"{oops}",
+                            "not utf-8": b"\xff\xfe{}"}[damage])
+    else:
+        values.update({"wrong type": {"hidden_size": "128"}, "labels list": {"id2label": ["neg", "pos"]},
+                       "gpt2": {"model_type": "gpt2"}}[damage])
+        config.write_text(json.dumps(values))
+    message = message.format(d=d)
+    for task in (None, "text-classification"):          # the task read from config.json, or given
+        with pytest.raises(ValueError) as exc:
+            minibert.pipeline(task, model=d, device="cpu")
+        assert message in str(exc.value)
+    with pytest.raises(SystemExit) as exc:
+        predict_main(["--model", str(d), "--device", "cpu", "fine"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.splitlines()[-1].startswith(f"python -m minibert.predict: error: {message}")
