@@ -60,6 +60,40 @@ HEAD_PREFIXES = {
 }
 
 
+# What each architecture is, and each task's head, in words (for the error when a head is missing).
+ARCHITECTURE_NAMES = {
+    "BertModel": "bare encoder", "BertForPreTraining": "pre-training model (MLM + NSP)",
+    "BertForMaskedLM": "masked language model", "BertForSequenceClassification": "sequence classifier",
+    "BertForTokenClassification": "token classifier", "BertForQuestionAnswering": "question-answering model",
+}
+HEAD_NAMES = {"fill-mask": "an MLM head", "text-classification": "a trained classification head",
+              "token-classification": "a trained token-classification head",
+              "question-answering": "a trained span (question-answering) head"}
+
+
+def missing_head_message(model: str, task: str, fresh: Sequence[str], architectures) -> str:
+    """The error for a checkpoint without ``task``'s head: what the folder holds (config.json's
+    ``architectures``), the head weights it lacks (``fresh``), and what to do: use the task the checkpoint
+    was trained for; fill-mask needs a pre-trained checkpoint saved with its MLM head (fine-tuning does not
+    give one); another task needs fine-tuning."""
+    found = next((a for a in architectures if isinstance(a, str)), None) if isinstance(architectures, list) else None
+    own_task = ARCHITECTURE_TASKS.get(found)
+    shown = list(fresh) if len(fresh) <= 3 else [p + "*" for p in HEAD_PREFIXES[task]
+                                                 if any(k.startswith(p) for k in fresh)]
+    keys = f"{', '.join(shown)} not in the checkpoint"
+    if task == "fill-mask":
+        fix = ("fill-mask needs a pre-trained checkpoint saved with its MLM head (BertForMaskedLM or "
+               "BertForPreTraining, e.g. the --out of python -m minibert.pretrain)")
+    else:
+        fix = "fine-tune it first (python -m minibert.finetune)"
+    if own_task is not None and own_task != task:
+        fix = f"{fix}; this folder's task is {own_task!r}"
+    if found is None or (own_task is None and task != "fill-mask"):
+        return f"model {model!r} has no trained {task} head ({keys}): {fix}"
+    return (f"model {model!r} holds a {ARCHITECTURE_NAMES.get(found, found)} ({found}, from config.json) "
+            f"without {HEAD_NAMES[task]} ({keys}): {fix}")
+
+
 def infer_task(model: str | os.PathLike) -> str:
     """The task of a checkpoint directory, from the ``architectures`` its config.json names. ValueError
     naming the file for a config.json that is not a BERT model's (see :meth:`BertConfig.from_json_file`)."""
@@ -134,8 +168,7 @@ def pipeline(task: str | None = None, model: str | os.PathLike | None = None, *,
         raise ValueError(f"model {str(model)!r} is not a complete checkpoint: {exc}") from None
     fresh = [k for k in net.loading_info["initialized"] if k.startswith(HEAD_PREFIXES[task])]
     if fresh:
-        raise ValueError(f"model {str(model)!r} has no trained {task} head ({', '.join(fresh)} not in the "
-                         f"checkpoint): fine-tune it first (python -m minibert.finetune)")
+        raise ValueError(missing_head_message(str(model), task, fresh, net.config.extra.get("architectures")))
     if not isinstance(tokenizer, BertTokenizer):
         tokenizer = load_tokenizer(path, tokenizer)
     if tokenizer.vocab_size != net.config.vocab_size:

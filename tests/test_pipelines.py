@@ -226,6 +226,23 @@ def test_pipeline_errors(tmp_path, sst2_model):
     with pytest.raises(ValueError, match=r"has no trained text-classification head \(classifier.weight, "
                                          r"classifier.bias not in the checkpoint\): fine-tune it first"):
         minibert.pipeline("text-classification", model=tmp_path / "encoder", device="cpu")
+    with pytest.raises(ValueError) as exc:
+        minibert.pipeline("fill-mask", model=sst2_model, device="cpu")
+    assert str(exc.value) == (
+        f"model {str(sst2_model)!r} holds a sequence classifier (BertForSequenceClassification, from config.json) "
+        "without an MLM head (cls.predictions.* not in the checkpoint): fill-mask needs a pre-trained checkpoint "
+        "saved with its MLM head (BertForMaskedLM or BertForPreTraining, e.g. the --out of python -m "
+        "minibert.pretrain); this folder's task is 'text-classification'")
+    with pytest.raises(ValueError, match=r"model '.*encoder' holds a bare encoder \(BertModel, from config.json\) "
+                                         r"without an MLM head \(cls.predictions.\* not in the checkpoint\): "
+                                         r"fill-mask needs a pre-trained checkpoint"):
+        minibert.pipeline("fill-mask", model=tmp_path / "encoder", device="cpu")
+    with pytest.raises(ValueError, match=r"holds a sequence classifier \(BertForSequenceClassification, from "
+                                         r"config.json\) without a trained span \(question-answering\) head "
+                                         r"\(qa_outputs.weight, qa_outputs.bias not in the checkpoint\): fine-tune "
+                                         r"it first \(python -m minibert.finetune\); this folder's task is "
+                                         r"'text-classification'"):
+        minibert.pipeline("question-answering", model=sst2_model, device="cpu")
     with pytest.raises(ValueError, match="unknown task 'summarization'; choose one of fill-mask"):
         minibert.pipeline("summarization", model=sst2_model)
     with pytest.raises(ValueError, match="is not a directory; pass a checkpoint directory"):
