@@ -236,20 +236,35 @@ def run_lock(out: Path):
     """Hold ``out/.minibert.lock`` for the run: a second run into the same folder fails at once.
 
     The lock is an OS file lock (``filelock``), released when the process ends, even by SIGKILL.
+    A run that fails leaves no trace of the lock: the lock file goes if this run made it, and so does
+    ``out`` if this run made it and nothing else is in it (a folder that was there before stays).
     """
     from filelock import FileLock, Timeout
 
+    made = [p for p in (out, *out.parents) if not p.exists()]       # the folders mkdir will create
     out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out / LOCK_NAME), timeout=0)
+    path = out / LOCK_NAME
+    lock_existed = path.exists()
+    lock = FileLock(str(path), timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise RunError(f"--out {out} is in use by another run (it holds the lock {out / LOCK_NAME}); "
+        raise RunError(f"--out {out} is in use by another run (it holds the lock {path}); "
                        "wait for that run to end or choose another --out") from None
+    failed = True
     try:
         yield
+        failed = False
     finally:
+        if failed and not lock_existed:
+            path.unlink(missing_ok=True)         # still held: no other run can have taken it meanwhile
         lock.release()
+        if failed:
+            for folder in made:                  # innermost first; rmdir refuses a folder that has files
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 def run_config_changes(saved: dict, cfg: PretrainConfig) -> list[tuple[str, object, object]]:

@@ -158,6 +158,21 @@ def test_resume_without_a_checkpoint_is_an_error(capsys, tmp_path):
     assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n'       # the log is kept
 
 
+def test_resume_into_a_new_folder_leaves_no_trace(capsys, tmp_path):
+    out = tmp_path / "new" / "run"
+    err = cli_error(capsys, BASE + ["--out", str(out), "--resume"], code=1)
+    assert f"--resume: there is no checkpoint to resume from at {out / 'checkpoint.pt'}" in err
+    assert not (tmp_path / "new").exists()                   # neither the lock nor the folders it made
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    cli_error(capsys, BASE + ["--out", str(kept), "--resume"], code=1)
+    assert kept.is_dir() and os.listdir(kept) == []           # a folder that was there stays
+    (kept / "notes.txt").write_text("mine")
+    made = kept / "sub"
+    cli_error(capsys, BASE + ["--out", str(made), "--resume"], code=1)
+    assert sorted(os.listdir(kept)) == ["notes.txt"]
+
+
 def test_a_second_run_into_the_same_out_fails_at_once(capsys, tmp_path, monkeypatch):
     from filelock import FileLock
     monkeypatch.setattr(pretrain_module, "build_datasets", lambda *a, **k: pytest.fail("data was read"))
