@@ -9,7 +9,8 @@ Four tasks, each the inference half of a chapter:
   (``config.id2label``), the score a softmax probability (none applied for regression, STS-B);
 * ``"token-classification"`` (Chapter 10; alias ``"ner"``): entities with character offsets,
   ``[{"entity_group", "score", "word", "start", "end"}, ...]``, word pieces grouped as transformers'
-  ``aggregation_strategy="simple"`` (:func:`minibert.ner.entity_groups`);
+  ``aggregation_strategy="simple"`` (:func:`minibert.ner.entity_groups`), or one dict per piece with
+  ``aggregation_strategy="none"``;
 * ``"question-answering"`` (Chapter 9): ``pipe(question=..., context=...)`` gives
   ``{"score", "start", "end", "answer"}``; the span is the one :func:`minibert.squad.postprocess_predictions`
   picks (long passages in overlapping windows, Google's max-context rule, at most ``max_answer_len`` = 30
@@ -315,13 +316,26 @@ class TextClassificationPipeline(Pipeline):
         return results[0]
 
 
+AGGREGATION_STRATEGIES = ("none", "simple")
+
+
 class TokenClassificationPipeline(Pipeline):
     """``pipe("George Washington went to Washington")`` -> [{"entity_group", "score", "word", "start",
-    "end"}, ...] (see :func:`minibert.ner.entity_groups`)."""
+    "end"}, ...] (see :func:`minibert.ner.entity_groups`).
 
-    def __call__(self, inputs: str | Sequence[str], ignore_labels: Sequence[str] = ("O",)):
+    ``aggregation_strategy`` as transformers': "simple" (the default) groups word pieces into entities;
+    "none" gives one dict per word piece, ``{"entity", "score", "index", "word", "start", "end"}`` (``index``
+    the piece's position in the input ids, [CLS] being 0). transformers' "first", "average" and "max" are
+    not implemented and raise ValueError. Tokens or groups labelled with one of ``ignore_labels`` are dropped."""
+
+    def __call__(self, inputs: str | Sequence[str], ignore_labels: Sequence[str] = ("O",),
+                 aggregation_strategy: str = "simple"):
         from .ner import entity_groups
 
+        if aggregation_strategy not in AGGREGATION_STRATEGIES:
+            raise ValueError(f"aggregation_strategy must be one of {', '.join(map(repr, AGGREGATION_STRATEGIES))}, "
+                             f"got {aggregation_strategy!r} (transformers' 'first', 'average' and 'max' are not "
+                             "supported)")
         texts, batched = self._listify(inputs, "texts")
         rows, encodings = [], []
         for i, text in enumerate(texts):
@@ -336,6 +350,13 @@ class TokenClassificationPipeline(Pipeline):
             probs = _softmax(logits)                                                    # (S, K)
             keep = [t for t, w in enumerate(enc.word_ids()) if w is not None]          # not [CLS]/[SEP]
             best = probs.argmax(-1)
+            if aggregation_strategy == "none":
+                tokens = self.tokenizer.convert_ids_to_tokens(enc["input_ids"])
+                results.append([{"entity": names[int(best[t])], "score": float(probs[t, best[t]]), "index": t,
+                                 "word": tokens[t], "start": int(enc["offset_mapping"][t][0]),
+                                 "end": int(enc["offset_mapping"][t][1])}
+                                for t in keep if names[int(best[t])] not in ignore_labels])
+                continue
             results.append(entity_groups(
                 text, self.tokenizer.convert_ids_to_tokens([enc["input_ids"][t] for t in keep]),
                 [names[int(best[t])] for t in keep], [probs[t, best[t]] for t in keep],

@@ -129,6 +129,21 @@ def test_token_classification_matches_transformers_simple_aggregation(ner_model,
     assert ours(SENTENCES[3]) == got[3]                        # one text gives one list of entities
 
 
+def test_token_classification_aggregation_none_matches_transformers(ner_model):
+    ours = minibert.pipeline("ner", model=ner_model, device="cpu")
+    ref = transformers.pipeline("token-classification", model=str(ner_model), device="cpu", aggregation_strategy="none")
+    got, want = ours(SENTENCES, aggregation_strategy="none"), ref(SENTENCES)
+    assert sum(len(g) for g in got) > 10 and set(got[0][0]) == {"entity", "score", "index", "word", "start", "end"}
+    for g, w in zip(got, want):
+        assert [(e["entity"], e["index"], e["word"], e["start"], e["end"]) for e in g] == \
+            [(e["entity"], e["index"], e["word"], e["start"], e["end"]) for e in w]
+        np.testing.assert_allclose([e["score"] for e in g], [float(e["score"]) for e in w], atol=1e-5)
+    assert ours(SENTENCES[0]) == ours(SENTENCES[0], aggregation_strategy="simple")     # the default
+    with pytest.raises(ValueError, match=r"aggregation_strategy must be one of 'none', 'simple', got 'first' "
+                                         r"\(transformers' 'first', 'average' and 'max' are not supported\)"):
+        ours(SENTENCES[0], aggregation_strategy="first")
+
+
 def test_entity_groups_golden(tokenizer):
     from minibert.ner import entity_groups
 
