@@ -385,7 +385,7 @@ def build_model(cfg: PretrainConfig, vocab_size: int):
     return model.set_fused_qkv(cfg.fused_qkv)
 
 
-def pretrain(cfg: PretrainConfig) -> dict:
+def pretrain(cfg: PretrainConfig, *, on_record=None) -> dict:
     """Run pre-training as ``cfg`` says; returns a summary (history, evaluation, output folder).
 
     Before any data is read: the settings are checked (:func:`validate`), ``cfg.out`` is locked against a
@@ -394,7 +394,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     ``checkpoint_every`` steps / ``checkpoint_minutes`` minutes, on SIGINT/SIGTERM and on an error.
     Raises :class:`RunError`, :class:`~minibert.train.CheckpointLoadError`,
     :class:`~minibert.train.NonFiniteError` (the run diverged; no model is written) or
-    :class:`~minibert.train.TrainingInterrupted`.
+    :class:`~minibert.train.TrainingInterrupted`. ``on_record`` is called with each metrics record (every
+    ``cfg.log_every`` steps; see :meth:`~minibert.train.Trainer.train`).
     """
     from .pretraining import DataCollatorForPreTraining
 
@@ -410,12 +411,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
             if flags[0] and saved is None:
                 saved = read_checkpoint(out / "checkpoint.pt")
         changed = check_resume(saved, cfg, out / "checkpoint.pt") if saved is not None else []
-        summary = _pretrain(cfg, info, out, saved, changed, DataCollatorForPreTraining)
+        summary = _pretrain(cfg, info, out, saved, changed, DataCollatorForPreTraining, on_record=on_record)
     cleanup_distributed()
     return summary
 
 
-def _pretrain(cfg, info, out, saved, changed, collator_cls) -> dict:
+def _pretrain(cfg, info, out, saved, changed, collator_cls, on_record=None) -> dict:
     from .pretraining import InstanceArrays
 
     tokenizer = load_tokenizer(cfg, out)
@@ -471,7 +472,7 @@ def _pretrain(cfg, info, out, saved, changed, collator_cls) -> dict:
             trainer.apply_hyperparameters()
     else:
         set_seed(cfg.seed + info.rank)                    # dropout masks differ between processes
-    trainer.train()
+    trainer.train(on_record=on_record)
 
     summary = {"out": str(out), "history": trainer.history, "steps": trainer.step}
     if info.is_main:
@@ -585,6 +586,15 @@ def pretrain_tiny(out_dir: str | os.PathLike = TINY_CHECKPOINT, *, steps: int = 
 
 
 # --------------------------------------------------------------------------------------- command line
+def format_record(record: dict, steps: int) -> str:
+    """One progress line of a metrics record, printed by the command line when the progress bar is off
+    (TQDM_DISABLE), so that a log file shows the run's progress."""
+    def number(key, spec):
+        return "n/a" if record.get(key) is None else format(record[key], spec)
+    return (f"step {record['step']}/{steps}  loss {number('loss', '.4f')}  mlm_acc {number('mlm_acc', '.3f')}  "
+            f"nsp_acc {number('nsp_acc', '.3f')}  tokens/s {number('tokens_per_s', '.0f')}")
+
+
 def parse_args(argv=None) -> PretrainConfig:
     d = PretrainConfig()
     from .cli import HelpFormatter
@@ -681,7 +691,10 @@ def main(argv=None) -> None:
         print(f"usage: {PROG} [options]\n{PROG}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
-        summary = pretrain(cfg)
+        # Without a progress bar (TQDM_DISABLE), one line per --log-every steps shows the run's progress.
+        show = (lambda record: print(format_record(record, cfg.steps), flush=True)) \
+            if os.environ.get("TQDM_DISABLE") else None
+        summary = pretrain(cfg, on_record=show)
     except TrainingInterrupted as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         raise SystemExit(128 + exc.signum) from None

@@ -684,7 +684,8 @@ class Trainer:
         return out
 
     # ----------------------------------------------------------------------------------- the loop
-    def train(self, until: int | None = None) -> list[dict[str, Any]]:
+    def train(self, until: int | None = None, *,
+              on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
         """Run optimizer steps up to ``until`` (default: ``config.steps``); returns the metrics records.
 
         ``until`` lets a run stop early (and be resumed from its checkpoint later). With ``out_dir`` set, a
@@ -692,6 +693,8 @@ class Trainer:
         the end, when SIGINT or SIGTERM arrives (after the current step; then :class:`TrainingInterrupted`
         is raised), and when an exception stops training (the state at the start of the failed step, in a
         one-process run). A diverged step raises :class:`NonFiniteError` before it is applied.
+        ``on_record``, if given, is called (in the main process only) with each metrics record, every
+        ``log_every`` steps: the command line prints a line from it when the progress bar is off.
         """
         from tqdm.auto import tqdm
 
@@ -727,6 +730,8 @@ class Trainer:
                         record = self._record(reduced, window_steps, elapsed, sums["lr"])
                         self.history.append(record)
                         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                        if on_record is not None and self.dist.is_main:
+                            on_record(record)
                         if log_path is not None:
                             log_path.parent.mkdir(parents=True, exist_ok=True)
                             with open(log_path, "a", encoding="utf-8") as f:

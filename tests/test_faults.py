@@ -403,7 +403,7 @@ def test_an_exception_writes_the_state_before_the_failed_step(tmp_path, full_los
 
 
 def test_cli_exit_status_after_a_signal(capsys, tmp_path, monkeypatch):
-    def stopped(cfg):
+    def stopped(cfg, **_):
         raise TrainingInterrupted("training stopped by signal 15 at step 7", signal.SIGTERM)
     monkeypatch.setattr(pretrain_module, "pretrain", stopped)
     assert "stopped by signal 15 at step 7" in cli_error(capsys, BASE + ["--out", str(tmp_path / "o")], code=143)
@@ -433,6 +433,24 @@ def test_cli_lr_typo_exits_non_zero_and_writes_no_model(capsys, tmp_path, monkey
     assert not (out / "model.safetensors").exists()
     state = read_checkpoint(out / "checkpoint.pt")
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_cli_prints_one_line_per_log_every_when_the_bar_is_off(capsys, tmp_path, monkeypatch):
+    import re
+    cfgs = iter([small_run(tmp_path / "a", steps=4, log_every=2), small_run(tmp_path / "b", steps=4, log_every=2)])
+    monkeypatch.setattr(pretrain_module, "parse_args", lambda argv: next(cfgs))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    pretrain_module.main([])
+    lines = capsys.readouterr().out.splitlines()
+    records = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    assert len(lines) == 3 and json.loads(lines[2])["steps"] == 4          # two progress lines, then the summary
+    for line, record in zip(lines, records):
+        assert re.fullmatch(r"step (\d)/4  loss (\d+\.\d{4})  mlm_acc (\d\.\d{3})  nsp_acc (\d\.\d{3})  "
+                            r"tokens/s (\d+)", line), line
+        assert line.startswith(f"step {record['step']}/4  loss {record['loss']:.4f}  mlm_acc {record['mlm_acc']:.3f}")
+    monkeypatch.delenv("TQDM_DISABLE")                                   # with the bar: no progress lines
+    pretrain_module.main([])
+    assert [json.loads(line)["steps"] for line in capsys.readouterr().out.splitlines()] == [4]
 
 
 # ============================================================================== loading model folders
