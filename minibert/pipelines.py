@@ -20,8 +20,9 @@ Four tasks, each the inference half of a chapter:
 Inputs and outputs follow transformers' pipelines: one input gives one result, a list gives a list (and
 text classification wraps a single result in a list, as transformers does). Inputs are run in batches of
 ``batch_size``, on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, or an int as in transformers: -1 for the
-CPU, k for GPU k; default: the GPU when there is one). Texts longer than the model's positions are cut
-(transformers would raise); question answering cuts the passage into windows instead.
+CPU, k for GPU k; default: the GPU when there is one). Texts longer than the model's positions are cut,
+with one warning per call (the "minibert" logger) naming the inputs and how many tokens were dropped;
+question answering cuts the passage into overlapping windows instead, so no context is lost.
 
 Where we differ from transformers: transformers 5 has no question-answering pipeline any more (its
 4.x pipeline normalised the start and end softmax over [CLS] too, and ranked spans across windows by
@@ -30,7 +31,7 @@ that probability, not by Google's rule); token offsets cover combining accents t
 """
 from __future__ import annotations
 
-import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,6 +45,8 @@ TASK_HEADS = {
     "token-classification": "BertForTokenClassification",
     "question-answering": "BertForQuestionAnswering",
 }
+logger = logging.getLogger("minibert")
+
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 # The task a checkpoint was trained for, from config.json's "architectures".
 ARCHITECTURE_TASKS = {
@@ -220,9 +223,22 @@ class Pipeline:
             return list(inputs), True
         return [inputs], False
 
-    def _encode(self, text, text_pair=None) -> dict:
-        enc = self.tokenizer(text, text_pair, truncation=True, max_length=self.max_length)
-        return {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    def _encode(self, text, text_pair=None, dropped: dict | None = None, index: int = 0, **kwargs):
+        """The tokenized input, cut to ``max_length``; the tokens cut off are counted in ``dropped[index]``."""
+        enc = self.tokenizer(text, text_pair, truncation=True, max_length=self.max_length, **kwargs)
+        if dropped is not None and len(enc["input_ids"]) == self.max_length:      # cut, or exactly full
+            full = len(self.tokenizer(text, text_pair)["input_ids"])
+            if full > self.max_length:
+                dropped[index] = full - self.max_length
+        return enc if kwargs else {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+
+    def _warn_truncated(self, dropped: dict) -> None:
+        """One warning per call for the inputs longer than the model takes (transformers warns too)."""
+        if dropped:
+            listed = ", ".join(f"input {i}: {n}" for i, n in list(sorted(dropped.items()))[:5])
+            more = ", ..." if len(dropped) > 5 else ""
+            logger.warning("%s: %d input(s) longer than the model's %d tokens were cut; %d token(s) dropped "
+                           "(%s%s)", self.task, len(dropped), self.max_length, sum(dropped.values()), listed, more)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -240,14 +256,15 @@ class FillMaskPipeline(Pipeline):
         texts, batched = self._listify(inputs, "texts")
         if not isinstance(top_k, int) or top_k <= 0:
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-        rows = []
+        rows, dropped = [], {}
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"fill-mask input {i} must be a str, got {type(text).__name__}")
-            row = self._encode(text)
+            row = self._encode(text, dropped=dropped, index=i)
             if self.tokenizer.mask_token_id not in row["input_ids"]:
                 raise ValueError(f"fill-mask input {i} has no {self.tokenizer.mask_token} token: {text!r}")
             rows.append(row)
+        self._warn_truncated(dropped)
         results = []
         for row, logits in zip(rows, self._run(rows)):
             ids = np.asarray(row["input_ids"])
@@ -277,18 +294,19 @@ class TextClassificationPipeline(Pipeline):
 
     def __call__(self, inputs, top_k: Any = _ALL, function_to_apply: str | None = None):
         items, batched = self._listify(inputs, "texts")
-        rows = []
+        rows, dropped = [], {}
         for i, item in enumerate(items):
             if isinstance(item, str):
-                rows.append(self._encode(item))
+                rows.append(self._encode(item, dropped=dropped, index=i))
             elif isinstance(item, dict) and set(item) <= {"text", "text_pair"} and isinstance(item.get("text"), str):
                 pair = item.get("text_pair")
                 if pair is not None and not isinstance(pair, str):
                     raise TypeError(f"input {i}: text_pair must be a str, got {type(pair).__name__}")
-                rows.append(self._encode(item["text"], pair))
+                rows.append(self._encode(item["text"], pair, dropped=dropped, index=i))
             else:
                 raise TypeError(f"input {i} must be a str or a dict {{'text': str, 'text_pair': str}}, "
                                 f"got {item!r:.80}")
+        self._warn_truncated(dropped)
         config = self.model.config
         if function_to_apply is None:
             function_to_apply = ("none" if config.problem_type == "regression" else
@@ -337,13 +355,14 @@ class TokenClassificationPipeline(Pipeline):
                              f"got {aggregation_strategy!r} (transformers' 'first', 'average' and 'max' are not "
                              "supported)")
         texts, batched = self._listify(inputs, "texts")
-        rows, encodings = [], []
+        rows, encodings, dropped = [], [], {}
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"token-classification input {i} must be a str, got {type(text).__name__}")
-            enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+            enc = self._encode(text, dropped=dropped, index=i, return_offsets_mapping=True)
             encodings.append(enc)
             rows.append({k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")})
+        self._warn_truncated(dropped)
         names = self.model.config.id2label or {i: f"LABEL_{i}" for i in range(self.model.config.num_labels)}
         results = []
         for text, enc, logits in zip(texts, encodings, self._run(rows)):

@@ -340,3 +340,31 @@ def test_a_bad_model_folder_names_the_file_in_pipeline_and_predict(sst2_model, t
         predict_main(["--model", str(d), "--device", "cpu", "fine"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.splitlines()[-1].startswith(f"python -m minibert.predict: error: {message}")
+
+
+def test_over_long_inputs_are_cut_with_one_warning_naming_the_tokens_dropped(sst2_model, ner_model, qa_model,
+                                                                              tokenizer, caplog):
+    long_text = "a gripping film " * 60                                   # 180 word pieces + [CLS] [SEP]
+    n = len(tokenizer(long_text)["input_ids"])
+    pipe = minibert.pipeline(model=sst2_model, device="cpu")               # max_position_embeddings 128
+    with caplog.at_level("WARNING", logger="minibert"):
+        pipe(["fine", long_text, long_text + "again"])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"text-classification: 2 input(s) longer than the model's 128 tokens were cut; {2 * (n - 128) + 1} token(s) "
+        f"dropped (input 1: {n - 128}, input 2: {n - 127})"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="minibert"):
+        pipe("fine")
+        minibert.pipeline("ner", model=ner_model, device="cpu")(long_text)
+        assert [r.getMessage() for r in caplog.records] == [
+            f"token-classification: 1 input(s) longer than the model's 128 tokens were cut; {n - 128} token(s) "
+            f"dropped (input 0: {n - 128})"]
+        caplog.clear()
+        qa = minibert.pipeline("question-answering", model=qa_model, device="cpu")
+        qa(question="what film?", context=long_text)
+    assert caplog.records == []                                            # windows: no context dropped
+    features = prepare_features({"question": ["what film?"], "context": [long_text]}, tokenizer,
+                                max_length=qa.max_length, doc_stride=min(128, qa.max_length // 3), with_labels=False)
+    covered = {tuple(o) for f in features for o in f["offset_mapping"] if o is not None}
+    words = [(m.start(), m.end()) for m in __import__("re").finditer(r"\S+", long_text)]
+    assert len(features) > 1 and set(words) <= covered
