@@ -80,22 +80,52 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         except SafetensorError as exc:
             raise CheckpointError(f"{path} is truncated or not a safetensors file ({exc})") from None
-    import pickle
-    import zipfile
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc) and "GLOBAL" not in str(exc):
-            raise CheckpointError(f"{path} is truncated or not a PyTorch weights file (unreadable pickle data)") from None
-        first = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
-                     "a Python object other than tensors")
-        raise CheckpointError(f"{path} holds Python objects, not only tensors, and is not loaded ({first})") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is truncated or not a PyTorch weights file ({first})") from None
+    state = load_torch_file(path, "PyTorch weights file", "tensors", CheckpointError)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
     return state
+
+
+# The first bytes of what torch.save writes: a zip archive (PyTorch >= 1.6), or a pickle stream (the
+# legacy format of older Hugging Face pytorch_model.bin files, which starts with the PROTO opcode).
+TORCH_FILE_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def load_torch_file(path: Path, what: str, allowed: str, error: type[Exception], map_location="cpu"):
+    """``torch.load(path, weights_only=True)``, with every way a file can fail to be one turned into
+    ``error`` naming the file: ``what`` names the kind of file expected ("a training checkpoint") and
+    ``allowed`` what it may hold ("tensors"). A file that does not start as a zip archive or a pickle
+    stream (a text file, random bytes) is refused before torch reads it; torch's unpickler can fail on a
+    damaged one with any exception (KeyError, IndexError, ...), and each becomes ``error`` too."""
+    import pickle
+    import warnings
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise error(f"{path} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if not head:
+        raise error(f"{path} is empty (0 bytes): a save was cut short, or the disk was full")
+    if not head.startswith(TORCH_FILE_MAGIC):
+        kind = "text" if all(32 <= b < 127 or b in b"\t\r\n" for b in head) else "bytes"
+        raise error(f"{path} is truncated or not a {what} (it starts with the {kind} {head!r}, not with "
+                    "a zip archive or a pickle stream as torch.save writes)")
+    try:
+        with warnings.catch_warnings():      # damaged data makes torch warn of odd pickle protocols first
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc) and "GLOBAL" not in str(exc):
+            raise error(f"{path} is truncated or not a {what} (unreadable pickle data)") from None
+        first = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
+                     "a Python object")
+        raise error(f"{path} cannot be loaded safely (weights_only=True): it is not a {what}, or holds "
+                    f"Python objects other than {allowed} ({first})") from None
+    except Exception as exc:     # noqa: BLE001 -- damaged data fails in many ways (KeyError, IndexError, ...)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        detail = first if isinstance(exc, (RuntimeError, EOFError)) and first else f"{type(exc).__name__}: {first}"
+        raise error(f"{path} is truncated or not a {what} ({detail.rstrip(': ')})") from None
 
 
 def normalize_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

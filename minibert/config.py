@@ -41,6 +41,33 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 
+MODEL_TYPE = "bert"     # config.json's "model_type" (transformers' name for the architecture)
+
+
+def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in ``path`` (a config.json); ValueError naming the file when it cannot be read, is
+    not UTF-8, is empty, is not valid JSON (with the line and column) or holds something other than an
+    object (a list, a string, a number)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a JSON file") from None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = "is empty" if not text.strip() else f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise ValueError(f"{path} {what}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} holds a JSON {JSON_TYPES.get(type(values), type(values).__name__)}, not an "
+                         "object of settings such as {\"hidden_size\": 768, ...}")
+    return values
+
+
+JSON_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
 @dataclass
 class BertConfig:
     """Hyper-parameters of BERT. Defaults are BERT-BASE, uncased vocabulary.
@@ -86,6 +113,11 @@ class BertConfig:
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        for name in ("id2label", "label2id"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"BertConfig.{name} must be a mapping (a JSON object), got {type(value).__name__} "
+                                 f"{value!r:.60}")
         if self.id2label is not None:
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
             if len(self.id2label) != self.num_labels:
@@ -156,7 +188,21 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "BertConfig":
-        """Build from a dict such as a parsed config.json. Keys minibert does not use are kept in ``extra``."""
+        """Build from a dict such as a parsed config.json. Keys minibert does not use are kept in ``extra``.
+
+        Raises ValueError for a ``model_type`` other than "bert" (another architecture's config.json, which
+        would otherwise load as a BERT of the wrong shape; an absent model_type, as in Google's
+        bert_config.json, is fine) and TypeError for ``values`` that are not a dict."""
+        if not isinstance(values, dict):
+            raise TypeError(f"a BertConfig is built from a dict (a JSON object), got {type(values).__name__}")
+        model_type = values.get("model_type", MODEL_TYPE)
+        if model_type != MODEL_TYPE:
+            raise ValueError(f"model_type is {model_type!r}, not {MODEL_TYPE!r}: this is not a BERT model's "
+                             "config (minibert builds only BERT)")
+        for name in ("id2label", "label2id"):
+            if values.get(name) is not None and not isinstance(values[name], dict):
+                raise ValueError(f"BertConfig.{name} must be a mapping (a JSON object), got "
+                                 f"{type(values[name]).__name__} {values[name]!r:.60}")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in values.items() if k in names}
         extra = {k: v for k, v in values.items() if k not in names}
@@ -174,16 +220,8 @@ class BertConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
-        """Read a config.json (Hugging Face or Google ``bert_config.json``)."""
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as exc:
-            what = "is empty" if not text.strip() else f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            raise ValueError(f"{path} {what}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")
+        """Read a config.json (Hugging Face or Google ``bert_config.json``); every error names the file."""
+        values = read_config_json(path)
         try:
             return cls.from_dict(values)
         except (TypeError, ValueError) as exc:

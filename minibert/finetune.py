@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True,
                         help="checkpoint directory with config.json and weights (minibert or Hugging Face "
                              "format); a BertModel-only checkpoint gets a freshly initialised head")
+    parser.add_argument("--ignore-mismatched-sizes", action="store_true",
+                        help="start head weights fresh when their shape differs from --model's (a classifier "
+                             "fine-tuned with another number of labels); encoder weights must still fit")
     parser.add_argument("--tokenizer", default=None,
                         help="vocab.txt or a directory holding one (default: the model's, else bert-base-uncased)")
     parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak learning rate (default 2e-5)")
@@ -148,6 +151,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--model {args.model!r} is not a directory (expected a checkpoint with config.json)")
     if not (path / "config.json").is_file():
         raise ValueError(f"--model {args.model!r} has no config.json")
+    from .checkpoint import PYTORCH_NAME, SAFETENSORS_NAME
+    if not any((path / name).is_file() for name in (SAFETENSORS_NAME, PYTORCH_NAME)):
+        raise ValueError(f"--model {args.model!r} has a config.json but no weights ({SAFETENSORS_NAME} or "
+                         f"{PYTORCH_NAME})")
     out = getattr(args, "out", None)
     if out is not None:
         out = Path(out)
@@ -238,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         return run(args)
     except (FloatingPointError, ValueError, FileNotFoundError, CheckpointError, RunError) as exc:
         # Bad data, files or settings found while running: one line naming the problem, not a traceback.
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        message = str(exc).replace("pass ignore_mismatched_sizes=True", "pass --ignore-mismatched-sizes")
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

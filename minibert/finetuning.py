@@ -280,7 +280,8 @@ HEADS = {
 }
 
 
-def load_model(head: str, model: str | Path | None = None, *, config=None, **config_overrides):
+def load_model(head: str, model: str | Path | None = None, *, config=None, ignore_mismatched_sizes: bool = False,
+               **config_overrides):
     """A task model: ``head`` is a key of :data:`HEADS`.
 
     With ``model`` a checkpoint directory (config.json plus weights, written by minibert or by
@@ -289,6 +290,8 @@ def load_model(head: str, model: str | Path | None = None, *, config=None, **con
     Section 4: each task only brings its own inputs and output layer). With ``model=None`` the whole
     model is randomly initialised from ``config`` (a :class:`~minibert.config.BertConfig`).
     ``config_overrides`` (e.g. ``num_labels=3``) are applied to the checkpoint's or the given config.
+    ``ignore_mismatched_sizes=True`` (transformers' flag; ``--ignore-mismatched-sizes``): head weights
+    whose shape differs from the checkpoint's (a classifier with another number of labels) start fresh.
     """
     from . import model as modeling
 
@@ -307,7 +310,7 @@ def load_model(head: str, model: str | Path | None = None, *, config=None, **con
                          f"holding config.json and weights (minibert or Hugging Face format)")
     if not (path / "config.json").is_file():
         raise ValueError(f"model directory {str(path)!r} has no config.json")
-    return cls.from_pretrained(path, **config_overrides)
+    return cls.from_pretrained(path, ignore_mismatched_sizes=ignore_mismatched_sizes, **config_overrides)
 
 
 def load_tokenizer(model: str | Path | None = None, tokenizer: str | Path | None = None):

@@ -198,7 +198,8 @@ def run_glue(args, *, device=None, log=print):
     spec = get_task(args.task)
     set_seed(args.seed)
     tokenizer = load_tokenizer(args.model, args.tokenizer)
-    model = load_model("sequence_classification", args.model, num_labels=spec.num_labels)
+    model = load_model("sequence_classification", args.model, num_labels=spec.num_labels,
+                       ignore_mismatched_sizes=getattr(args, "ignore_mismatched_sizes", False))
     if model.config.max_position_embeddings < args.max_seq_length:
         raise ValueError(f"--max-seq-length {args.max_seq_length} exceeds the model's "
                          f"max_position_embeddings={model.config.max_position_embeddings}")

@@ -279,7 +279,8 @@ def run_ner(args, *, device=None, log=print):
     names = label_names(train)
     tokenizer = load_tokenizer(args.model, args.tokenizer)
     model = load_model("token_classification", args.model, num_labels=len(names),
-                       id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+                       id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                       ignore_mismatched_sizes=getattr(args, "ignore_mismatched_sizes", False))
     model.to(device)
     out = finetune_ner(model, tokenizer, train=train, eval=load_dataset(args.task, args.eval_split),
                        task=args.task, max_train_examples=args.max_train_examples,

@@ -9,7 +9,8 @@ Four tasks, each the inference half of a chapter:
   (``config.id2label``), the score a softmax probability (none applied for regression, STS-B);
 * ``"token-classification"`` (Chapter 10; alias ``"ner"``): entities with character offsets,
   ``[{"entity_group", "score", "word", "start", "end"}, ...]``, word pieces grouped as transformers'
-  ``aggregation_strategy="simple"`` (:func:`minibert.ner.entity_groups`);
+  ``aggregation_strategy="simple"`` (:func:`minibert.ner.entity_groups`), or one dict per piece with
+  ``aggregation_strategy="none"``;
 * ``"question-answering"`` (Chapter 9): ``pipe(question=..., context=...)`` gives
   ``{"score", "start", "end", "answer"}``; the span is the one :func:`minibert.squad.postprocess_predictions`
   picks (long passages in overlapping windows, Google's max-context rule, at most ``max_answer_len`` = 30
@@ -19,8 +20,9 @@ Four tasks, each the inference half of a chapter:
 Inputs and outputs follow transformers' pipelines: one input gives one result, a list gives a list (and
 text classification wraps a single result in a list, as transformers does). Inputs are run in batches of
 ``batch_size``, on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, or an int as in transformers: -1 for the
-CPU, k for GPU k; default: the GPU when there is one). Texts longer than the model's positions are cut
-(transformers would raise); question answering cuts the passage into windows instead.
+CPU, k for GPU k; default: the GPU when there is one). Texts longer than the model's positions are cut,
+with one warning per call (the "minibert" logger) naming the inputs and how many tokens were dropped;
+question answering cuts the passage into overlapping windows instead, so no context is lost.
 
 Where we differ from transformers: transformers 5 has no question-answering pipeline any more (its
 4.x pipeline normalised the start and end softmax over [CLS] too, and ranked spans across windows by
@@ -29,7 +31,7 @@ that probability, not by Google's rule); token offsets cover combining accents t
 """
 from __future__ import annotations
 
-import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,6 +45,8 @@ TASK_HEADS = {
     "token-classification": "BertForTokenClassification",
     "question-answering": "BertForQuestionAnswering",
 }
+logger = logging.getLogger("minibert")
+
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 # The task a checkpoint was trained for, from config.json's "architectures".
 ARCHITECTURE_TASKS = {
@@ -60,12 +64,53 @@ HEAD_PREFIXES = {
 }
 
 
+# What each architecture is, and each task's head, in words (for the error when a head is missing).
+ARCHITECTURE_NAMES = {
+    "BertModel": "bare encoder", "BertForPreTraining": "pre-training model (MLM + NSP)",
+    "BertForMaskedLM": "masked language model", "BertForSequenceClassification": "sequence classifier",
+    "BertForTokenClassification": "token classifier", "BertForQuestionAnswering": "question-answering model",
+}
+HEAD_NAMES = {"fill-mask": "an MLM head", "text-classification": "a trained classification head",
+              "token-classification": "a trained token-classification head",
+              "question-answering": "a trained span (question-answering) head"}
+
+
+def missing_head_message(model: str, task: str, fresh: Sequence[str], architectures) -> str:
+    """The error for a checkpoint without ``task``'s head: what the folder holds (config.json's
+    ``architectures``), the head weights it lacks (``fresh``), and what to do: use the task the checkpoint
+    was trained for; fill-mask needs a pre-trained checkpoint saved with its MLM head (fine-tuning does not
+    give one); another task needs fine-tuning."""
+    found = next((a for a in architectures if isinstance(a, str)), None) if isinstance(architectures, list) else None
+    own_task = ARCHITECTURE_TASKS.get(found)
+    shown = list(fresh) if len(fresh) <= 3 else [p + "*" for p in HEAD_PREFIXES[task]
+                                                 if any(k.startswith(p) for k in fresh)]
+    keys = f"{', '.join(shown)} not in the checkpoint"
+    if task == "fill-mask":
+        fix = ("fill-mask needs a pre-trained checkpoint saved with its MLM head (BertForMaskedLM or "
+               "BertForPreTraining, e.g. the --out of python -m minibert.pretrain)")
+    else:
+        fix = "fine-tune it first (python -m minibert.finetune)"
+    if own_task is not None and own_task != task:
+        fix = f"{fix}; this folder's task is {own_task!r}"
+    if found is None or (own_task is None and task != "fill-mask"):
+        return f"model {model!r} has no trained {task} head ({keys}): {fix}"
+    return (f"model {model!r} holds a {ARCHITECTURE_NAMES.get(found, found)} ({found}, from config.json) "
+            f"without {HEAD_NAMES[task]} ({keys}): {fix}")
+
+
 def infer_task(model: str | os.PathLike) -> str:
-    """The task of a checkpoint directory, from the ``architectures`` its config.json names."""
+    """The task of a checkpoint directory, from the ``architectures`` its config.json names. ValueError
+    naming the file for a config.json that is not a BERT model's (see :meth:`BertConfig.from_json_file`)."""
+    from .config import BertConfig
+
     path = Path(model) / "config.json"
     if not path.is_file():
         raise ValueError(f"model {str(model)!r} has no config.json; pass a checkpoint directory")
-    architectures = json.loads(path.read_text(encoding="utf-8")).get("architectures") or []
+    architectures = BertConfig.from_json_file(path).extra.get("architectures") or []
+    if isinstance(architectures, str):
+        architectures = [architectures]
+    if not isinstance(architectures, list):
+        raise ValueError(f"{path}: architectures must be a list of class names, got {architectures!r:.60}")
     for name in architectures:
         if name in ARCHITECTURE_TASKS:
             return ARCHITECTURE_TASKS[name]
@@ -121,11 +166,13 @@ def pipeline(task: str | None = None, model: str | os.PathLike | None = None, *,
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     device = resolve_device(device)
-    net = getattr(modeling, TASK_HEADS[task]).from_pretrained(path)
+    try:
+        net = getattr(modeling, TASK_HEADS[task]).from_pretrained(path)
+    except FileNotFoundError as exc:       # config.json without weights: not a checkpoint (yet)
+        raise ValueError(f"model {str(model)!r} is not a complete checkpoint: {exc}") from None
     fresh = [k for k in net.loading_info["initialized"] if k.startswith(HEAD_PREFIXES[task])]
     if fresh:
-        raise ValueError(f"model {str(model)!r} has no trained {task} head ({', '.join(fresh)} not in the "
-                         f"checkpoint): fine-tune it first (python -m minibert.finetune)")
+        raise ValueError(missing_head_message(str(model), task, fresh, net.config.extra.get("architectures")))
     if not isinstance(tokenizer, BertTokenizer):
         tokenizer = load_tokenizer(path, tokenizer)
     if tokenizer.vocab_size != net.config.vocab_size:
@@ -176,9 +223,22 @@ class Pipeline:
             return list(inputs), True
         return [inputs], False
 
-    def _encode(self, text, text_pair=None) -> dict:
-        enc = self.tokenizer(text, text_pair, truncation=True, max_length=self.max_length)
-        return {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    def _encode(self, text, text_pair=None, dropped: dict | None = None, index: int = 0, **kwargs):
+        """The tokenized input, cut to ``max_length``; the tokens cut off are counted in ``dropped[index]``."""
+        enc = self.tokenizer(text, text_pair, truncation=True, max_length=self.max_length, **kwargs)
+        if dropped is not None and len(enc["input_ids"]) == self.max_length:      # cut, or exactly full
+            full = len(self.tokenizer(text, text_pair)["input_ids"])
+            if full > self.max_length:
+                dropped[index] = full - self.max_length
+        return enc if kwargs else {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+
+    def _warn_truncated(self, dropped: dict) -> None:
+        """One warning per call for the inputs longer than the model takes (transformers warns too)."""
+        if dropped:
+            listed = ", ".join(f"input {i}: {n}" for i, n in list(sorted(dropped.items()))[:5])
+            more = ", ..." if len(dropped) > 5 else ""
+            logger.warning("%s: %d input(s) longer than the model's %d tokens were cut; %d token(s) dropped "
+                           "(%s%s)", self.task, len(dropped), self.max_length, sum(dropped.values()), listed, more)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -196,14 +256,15 @@ class FillMaskPipeline(Pipeline):
         texts, batched = self._listify(inputs, "texts")
         if not isinstance(top_k, int) or top_k <= 0:
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-        rows = []
+        rows, dropped = [], {}
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"fill-mask input {i} must be a str, got {type(text).__name__}")
-            row = self._encode(text)
+            row = self._encode(text, dropped=dropped, index=i)
             if self.tokenizer.mask_token_id not in row["input_ids"]:
                 raise ValueError(f"fill-mask input {i} has no {self.tokenizer.mask_token} token: {text!r}")
             rows.append(row)
+        self._warn_truncated(dropped)
         results = []
         for row, logits in zip(rows, self._run(rows)):
             ids = np.asarray(row["input_ids"])
@@ -233,18 +294,19 @@ class TextClassificationPipeline(Pipeline):
 
     def __call__(self, inputs, top_k: Any = _ALL, function_to_apply: str | None = None):
         items, batched = self._listify(inputs, "texts")
-        rows = []
+        rows, dropped = [], {}
         for i, item in enumerate(items):
             if isinstance(item, str):
-                rows.append(self._encode(item))
+                rows.append(self._encode(item, dropped=dropped, index=i))
             elif isinstance(item, dict) and set(item) <= {"text", "text_pair"} and isinstance(item.get("text"), str):
                 pair = item.get("text_pair")
                 if pair is not None and not isinstance(pair, str):
                     raise TypeError(f"input {i}: text_pair must be a str, got {type(pair).__name__}")
-                rows.append(self._encode(item["text"], pair))
+                rows.append(self._encode(item["text"], pair, dropped=dropped, index=i))
             else:
                 raise TypeError(f"input {i} must be a str or a dict {{'text': str, 'text_pair': str}}, "
                                 f"got {item!r:.80}")
+        self._warn_truncated(dropped)
         config = self.model.config
         if function_to_apply is None:
             function_to_apply = ("none" if config.problem_type == "regression" else
@@ -272,27 +334,48 @@ class TextClassificationPipeline(Pipeline):
         return results[0]
 
 
+AGGREGATION_STRATEGIES = ("none", "simple")
+
+
 class TokenClassificationPipeline(Pipeline):
     """``pipe("George Washington went to Washington")`` -> [{"entity_group", "score", "word", "start",
-    "end"}, ...] (see :func:`minibert.ner.entity_groups`)."""
+    "end"}, ...] (see :func:`minibert.ner.entity_groups`).
 
-    def __call__(self, inputs: str | Sequence[str], ignore_labels: Sequence[str] = ("O",)):
+    ``aggregation_strategy`` as transformers': "simple" (the default) groups word pieces into entities;
+    "none" gives one dict per word piece, ``{"entity", "score", "index", "word", "start", "end"}`` (``index``
+    the piece's position in the input ids, [CLS] being 0). transformers' "first", "average" and "max" are
+    not implemented and raise ValueError. Tokens or groups labelled with one of ``ignore_labels`` are dropped."""
+
+    def __call__(self, inputs: str | Sequence[str], ignore_labels: Sequence[str] = ("O",),
+                 aggregation_strategy: str = "simple"):
         from .ner import entity_groups
 
+        if aggregation_strategy not in AGGREGATION_STRATEGIES:
+            raise ValueError(f"aggregation_strategy must be one of {', '.join(map(repr, AGGREGATION_STRATEGIES))}, "
+                             f"got {aggregation_strategy!r} (transformers' 'first', 'average' and 'max' are not "
+                             "supported)")
         texts, batched = self._listify(inputs, "texts")
-        rows, encodings = [], []
+        rows, encodings, dropped = [], [], {}
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"token-classification input {i} must be a str, got {type(text).__name__}")
-            enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+            enc = self._encode(text, dropped=dropped, index=i, return_offsets_mapping=True)
             encodings.append(enc)
             rows.append({k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")})
+        self._warn_truncated(dropped)
         names = self.model.config.id2label or {i: f"LABEL_{i}" for i in range(self.model.config.num_labels)}
         results = []
         for text, enc, logits in zip(texts, encodings, self._run(rows)):
             probs = _softmax(logits)                                                    # (S, K)
             keep = [t for t, w in enumerate(enc.word_ids()) if w is not None]          # not [CLS]/[SEP]
             best = probs.argmax(-1)
+            if aggregation_strategy == "none":
+                tokens = self.tokenizer.convert_ids_to_tokens(enc["input_ids"])
+                results.append([{"entity": names[int(best[t])], "score": float(probs[t, best[t]]), "index": t,
+                                 "word": tokens[t], "start": int(enc["offset_mapping"][t][0]),
+                                 "end": int(enc["offset_mapping"][t][1])}
+                                for t in keep if names[int(best[t])] not in ignore_labels])
+                continue
             results.append(entity_groups(
                 text, self.tokenizer.convert_ids_to_tokens([enc["input_ids"][t] for t in keep]),
                 [names[int(best[t])] for t in keep], [probs[t, best[t]] for t in keep],

@@ -133,6 +133,7 @@ def validate(cfg: PretrainConfig) -> None:
     Checks every number's range, the relations between flags (``--warmup`` <= ``--steps``, sequence
     lengths within the model's position table, ...), ``--device``, ``--init-from`` and ``--out``.
     """
+    from .checkpoint import PYTORCH_NAME, SAFETENSORS_NAME
     from .config import PRESETS, BertConfig
 
     def positive_int(name, value, minimum=1):
@@ -192,6 +193,9 @@ def validate(cfg: PretrainConfig) -> None:
         source = Path(cfg.init_from)
         if not (source / "config.json").is_file():
             raise ValueError(f"--init-from {cfg.init_from!r} is not a model folder (no config.json in it)")
+        if not any((source / name).is_file() for name in (SAFETENSORS_NAME, PYTORCH_NAME)):
+            raise ValueError(f"--init-from {cfg.init_from!r} has a config.json but no weights "
+                             f"({SAFETENSORS_NAME} or {PYTORCH_NAME})")
         positions = BertConfig.from_pretrained(source).max_position_embeddings
         where = f"--init-from {cfg.init_from}"
     else:
@@ -232,20 +236,35 @@ def run_lock(out: Path):
     """Hold ``out/.minibert.lock`` for the run: a second run into the same folder fails at once.
 
     The lock is an OS file lock (``filelock``), released when the process ends, even by SIGKILL.
+    A run that fails leaves no trace of the lock: the lock file goes if this run made it, and so does
+    ``out`` if this run made it and nothing else is in it (a folder that was there before stays).
     """
     from filelock import FileLock, Timeout
 
+    made = [p for p in (out, *out.parents) if not p.exists()]       # the folders mkdir will create
     out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out / LOCK_NAME), timeout=0)
+    path = out / LOCK_NAME
+    lock_existed = path.exists()
+    lock = FileLock(str(path), timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise RunError(f"--out {out} is in use by another run (it holds the lock {out / LOCK_NAME}); "
+        raise RunError(f"--out {out} is in use by another run (it holds the lock {path}); "
                        "wait for that run to end or choose another --out") from None
+    failed = True
     try:
         yield
+        failed = False
     finally:
+        if failed and not lock_existed:
+            path.unlink(missing_ok=True)         # still held: no other run can have taken it meanwhile
         lock.release()
+        if failed:
+            for folder in made:                  # innermost first; rmdir refuses a folder that has files
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 def run_config_changes(saved: dict, cfg: PretrainConfig) -> list[tuple[str, object, object]]:
@@ -366,7 +385,7 @@ def build_model(cfg: PretrainConfig, vocab_size: int):
     return model.set_fused_qkv(cfg.fused_qkv)
 
 
-def pretrain(cfg: PretrainConfig) -> dict:
+def pretrain(cfg: PretrainConfig, *, on_record=None) -> dict:
     """Run pre-training as ``cfg`` says; returns a summary (history, evaluation, output folder).
 
     Before any data is read: the settings are checked (:func:`validate`), ``cfg.out`` is locked against a
@@ -375,7 +394,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     ``checkpoint_every`` steps / ``checkpoint_minutes`` minutes, on SIGINT/SIGTERM and on an error.
     Raises :class:`RunError`, :class:`~minibert.train.CheckpointLoadError`,
     :class:`~minibert.train.NonFiniteError` (the run diverged; no model is written) or
-    :class:`~minibert.train.TrainingInterrupted`.
+    :class:`~minibert.train.TrainingInterrupted`. ``on_record`` is called with each metrics record (every
+    ``cfg.log_every`` steps; see :meth:`~minibert.train.Trainer.train`).
     """
     from .pretraining import DataCollatorForPreTraining
 
@@ -391,12 +411,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
             if flags[0] and saved is None:
                 saved = read_checkpoint(out / "checkpoint.pt")
         changed = check_resume(saved, cfg, out / "checkpoint.pt") if saved is not None else []
-        summary = _pretrain(cfg, info, out, saved, changed, DataCollatorForPreTraining)
+        summary = _pretrain(cfg, info, out, saved, changed, DataCollatorForPreTraining, on_record=on_record)
     cleanup_distributed()
     return summary
 
 
-def _pretrain(cfg, info, out, saved, changed, collator_cls) -> dict:
+def _pretrain(cfg, info, out, saved, changed, collator_cls, on_record=None) -> dict:
     from .pretraining import InstanceArrays
 
     tokenizer = load_tokenizer(cfg, out)
@@ -452,7 +472,7 @@ def _pretrain(cfg, info, out, saved, changed, collator_cls) -> dict:
             trainer.apply_hyperparameters()
     else:
         set_seed(cfg.seed + info.rank)                    # dropout masks differ between processes
-    trainer.train()
+    trainer.train(on_record=on_record)
 
     summary = {"out": str(out), "history": trainer.history, "steps": trainer.step}
     if info.is_main:
@@ -604,6 +624,15 @@ def pretrain_tiny(out_dir: str | os.PathLike = TINY_CHECKPOINT, *, steps: int = 
 
 
 # --------------------------------------------------------------------------------------- command line
+def format_record(record: dict, steps: int) -> str:
+    """One progress line of a metrics record, printed by the command line when the progress bar is off
+    (TQDM_DISABLE), so that a log file shows the run's progress."""
+    def number(key, spec):
+        return "n/a" if record.get(key) is None else format(record[key], spec)
+    return (f"step {record['step']}/{steps}  loss {number('loss', '.4f')}  mlm_acc {number('mlm_acc', '.3f')}  "
+            f"nsp_acc {number('nsp_acc', '.3f')}  tokens/s {number('tokens_per_s', '.0f')}")
+
+
 def parse_args(argv=None) -> PretrainConfig:
     d = PretrainConfig()
     from .cli import HelpFormatter
@@ -700,7 +729,10 @@ def main(argv=None) -> None:
         print(f"usage: {PROG} [options]\n{PROG}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
-        summary = pretrain(cfg)
+        # Without a progress bar (TQDM_DISABLE), one line per --log-every steps shows the run's progress.
+        show = (lambda record: print(format_record(record, cfg.steps), flush=True)) \
+            if os.environ.get("TQDM_DISABLE") else None
+        summary = pretrain(cfg, on_record=show)
     except TrainingInterrupted as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         raise SystemExit(128 + exc.signum) from None

@@ -346,7 +346,8 @@ def run_squad(args, *, device=None, log=print):
 
     set_seed(args.seed)
     tokenizer = load_tokenizer(args.model, args.tokenizer)
-    model = load_model("question_answering", args.model)
+    model = load_model("question_answering", args.model,
+                       ignore_mismatched_sizes=getattr(args, "ignore_mismatched_sizes", False))
     if model.config.max_position_embeddings < args.max_seq_length:
         raise ValueError(f"--max-seq-length {args.max_seq_length} exceeds the model's "
                          f"max_position_embeddings={model.config.max_position_embeddings}")

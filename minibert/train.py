@@ -684,7 +684,8 @@ class Trainer:
         return out
 
     # ----------------------------------------------------------------------------------- the loop
-    def train(self, until: int | None = None) -> list[dict[str, Any]]:
+    def train(self, until: int | None = None, *,
+              on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
         """Run optimizer steps up to ``until`` (default: ``config.steps``); returns the metrics records.
 
         ``until`` lets a run stop early (and be resumed from its checkpoint later). With ``out_dir`` set, a
@@ -692,6 +693,8 @@ class Trainer:
         the end, when SIGINT or SIGTERM arrives (after the current step; then :class:`TrainingInterrupted`
         is raised), and when an exception stops training (the state at the start of the failed step, in a
         one-process run). A diverged step raises :class:`NonFiniteError` before it is applied.
+        ``on_record``, if given, is called (in the main process only) with each metrics record, every
+        ``log_every`` steps: the command line prints a line from it when the progress bar is off.
         """
         from tqdm.auto import tqdm
 
@@ -727,6 +730,8 @@ class Trainer:
                         record = self._record(reduced, window_steps, elapsed, sums["lr"])
                         self.history.append(record)
                         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                        if on_record is not None and self.dist.is_main:
+                            on_record(record)
                         if log_path is not None:
                             log_path.parent.mkdir(parents=True, exist_ok=True)
                             with open(log_path, "a", encoding="utf-8") as f:
@@ -967,30 +972,17 @@ class Trainer:
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
     """A training checkpoint, read with ``torch.load(weights_only=True)``: no code runs on load.
 
-    Raises :class:`CheckpointLoadError` naming the file: missing, empty, truncated or not a checkpoint,
-    or holding Python objects other than tensors, numbers and strings (an older minibert, or someone else's).
+    Raises :class:`CheckpointLoadError` naming the file: missing, empty, truncated or not a checkpoint at
+    all (a text file, random bytes: see :func:`minibert.checkpoint.load_torch_file`), or holding Python
+    objects other than tensors, numbers and strings (an older minibert, or someone else's).
     """
-    import pickle
-    import zipfile
+    from .checkpoint import load_torch_file
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointLoadError(f"no training checkpoint at {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointLoadError(f"{path} is empty (0 bytes): not a training checkpoint")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc) and "GLOBAL" not in str(exc):
-            raise CheckpointLoadError(f"{path} is truncated or not a training checkpoint (unreadable pickle data)") from None
-        first = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
-                     "a Python object other than tensors, numbers and strings")
-        raise CheckpointLoadError(
-            f"{path} cannot be loaded safely (weights_only=True): it is not a minibert training checkpoint, "
-            f"or holds Python objects other than tensors, numbers and strings ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointLoadError(f"{path} is truncated or not a training checkpoint ({first})") from None
+    state = load_torch_file(path, "training checkpoint", "tensors, numbers and strings", CheckpointLoadError,
+                            map_location=device)
     needed = {"model", "optimizer", "scheduler", "step", "rng", "data"}
     if not isinstance(state, dict) or not needed <= set(state):
         missing = sorted(needed - set(state)) if isinstance(state, dict) else sorted(needed)

@@ -311,3 +311,25 @@ def test_untied_decoder_fresh_and_tied_conflict(tmp_path):
     assert torch.equal(tied.bert.embeddings.word_embeddings.weight, emb)
     with pytest.raises(ValueError, match="tie_word_embeddings must be true or false"):
         tiny(tie_word_embeddings="no")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2]", "config.json holds a JSON list, not an object of settings"),
+    ('"bert"', "config.json holds a JSON string, not an object of settings"),
+    ("12", "config.json holds a JSON number, not an object of settings"),
+    ('{"model_type": "gpt2", "hidden_size": 64}', "config.json: model_type is 'gpt2', not 'bert'"),
+    ('{"model_type": "roberta"}', "config.json: model_type is 'roberta', not 'bert'"),
+    ('{"label2id": [["neg", 0]]}', "config.json: BertConfig.label2id must be a mapping (a JSON object), got list"),
+])
+def test_a_config_json_that_is_not_a_bert_config_names_the_file(tmp_path, content, message):
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(ValueError) as exc:
+        BertConfig.from_pretrained(tmp_path)
+    assert str(exc.value).startswith(f"{tmp_path / 'config.json'}") and message in str(exc.value)
+
+
+def test_model_type_bert_or_absent_loads():
+    assert BertConfig.from_dict({"model_type": "bert", "hidden_size": 64, "num_attention_heads": 2}).hidden_size == 64
+    assert BertConfig.from_dict({"hidden_size": 64, "num_attention_heads": 2}).to_dict()["model_type"] == "bert"
+    with pytest.raises(TypeError, match="a BertConfig is built from a dict"):
+        BertConfig.from_dict([("hidden_size", 64)])

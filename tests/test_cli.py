@@ -144,3 +144,36 @@ print("ok")
 """
     out = _run(code)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_finetune_ignore_mismatched_sizes_starts_a_head_of_another_size_fresh(tmp_path, capsys):
+    """A classifier fine-tuned with 2 labels (SST-2) taken on to STS-B (1 output): refused with the flag
+    to pass, then loaded with the flag (the classifier starts fresh, the encoder is the checkpoint's)."""
+    import shutil
+
+    import torch
+
+    from minibert import BertConfig, BertForSequenceClassification, vocab_path
+    from minibert.checkpoint import read_state_dict
+
+    start = tmp_path / "sst2"
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig.from_preset(
+        "tiny", num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64, num_labels=2)).save_pretrained(start)
+    shutil.copy(vocab_path(), start / "vocab.txt")
+    argv = ["--task", "stsb", "--model", str(start), "--max-train-examples", "8", "--max-eval-examples", "8",
+            "--epochs", "1", "--batch-size", "8", "--max-seq-length", "32", "--device", "cpu",
+            "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exc:
+        finetune.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and err.count("\n") == 1
+    assert ("2 weight(s) with the wrong shape: classifier.weight: checkpoint (2, 32) vs model (1, 32); "
+            "classifier.bias: checkpoint (2,) vs model (1,) (pass --ignore-mismatched-sizes to start these head "
+            "weights fresh)") in err
+    finetune.main(argv + ["--ignore-mismatched-sizes"])
+    saved = read_state_dict(tmp_path / "out" / "model.safetensors")
+    assert saved["classifier.weight"].shape == (1, 32)
+    help_text = finetune.build_parser().format_help()
+    assert "--ignore-mismatched-sizes" in " ".join(help_text.split()) and "(default: off)" in help_text

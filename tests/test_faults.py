@@ -158,6 +158,21 @@ def test_resume_without_a_checkpoint_is_an_error(capsys, tmp_path):
     assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n'       # the log is kept
 
 
+def test_resume_into_a_new_folder_leaves_no_trace(capsys, tmp_path):
+    out = tmp_path / "new" / "run"
+    err = cli_error(capsys, BASE + ["--out", str(out), "--resume"], code=1)
+    assert f"--resume: there is no checkpoint to resume from at {out / 'checkpoint.pt'}" in err
+    assert not (tmp_path / "new").exists()                   # neither the lock nor the folders it made
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    cli_error(capsys, BASE + ["--out", str(kept), "--resume"], code=1)
+    assert kept.is_dir() and os.listdir(kept) == []           # a folder that was there stays
+    (kept / "notes.txt").write_text("mine")
+    made = kept / "sub"
+    cli_error(capsys, BASE + ["--out", str(made), "--resume"], code=1)
+    assert sorted(os.listdir(kept)) == ["notes.txt"]
+
+
 def test_a_second_run_into_the_same_out_fails_at_once(capsys, tmp_path, monkeypatch):
     from filelock import FileLock
     monkeypatch.setattr(pretrain_module, "build_datasets", lambda *a, **k: pytest.fail("data was read"))
@@ -273,6 +288,62 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "pwned").exists()
 
 
+def _not_a_checkpoint(kind: str, seed: int = 0) -> bytes:
+    """Files a user may pass where a checkpoint belongs: text, JSON, random bytes, a plain pickle, a zip of
+    something else, and damaged data behind the headers torch.save writes (its unpickler then fails with
+    KeyError, IndexError, UnicodeDecodeError, ... depending on the bytes)."""
+    import io
+    import random
+    import zipfile
+    noise = random.Random(seed).randbytes(400)
+    if kind == "zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("notes.txt", "not a checkpoint")
+        return buffer.getvalue()
+    return {"text": b"hello world\n", "json": b'{"step": 3}', "random": noise, "pickle": pickle.dumps([1, 2]),
+            "pickle-header": b"\x80" + noise, "zip-header": b"PK\x03\x04" + noise}[kind]
+
+
+NOT_CHECKPOINTS = ([("text", 0), ("json", 0), ("zip", 0), ("pickle", 0)]
+                   + [(kind, seed) for kind in ("random", "pickle-header", "zip-header") for seed in range(40)])
+
+
+def test_no_file_that_is_not_a_checkpoint_gives_a_traceback(tmp_path):
+    from minibert.checkpoint import read_state_dict
+    path = tmp_path / "checkpoint.pt"
+    weights = tmp_path / "pytorch_model.bin"
+    for kind, seed in NOT_CHECKPOINTS:
+        path.write_bytes(_not_a_checkpoint(kind, seed))
+        weights.write_bytes(path.read_bytes())
+        with pytest.raises(CheckpointLoadError) as exc:
+            read_checkpoint(path)
+        assert str(exc.value).startswith(f"{path} is truncated or not a training checkpoint ("), (kind, seed)
+        with pytest.raises(CheckpointError) as exc:
+            read_state_dict(weights)
+        assert str(exc.value).startswith(f"{weights} is truncated or not a PyTorch weights file ("), (kind, seed)
+
+
+def test_a_text_file_as_checkpoint_says_what_it_starts_with(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_text("hello world\n")
+    with pytest.raises(CheckpointLoadError) as exc:
+        read_checkpoint(path)
+    assert str(exc.value) == (f"{path} is truncated or not a training checkpoint (it starts with the text "
+                              "b'hello wo', not with a zip archive or a pickle stream as torch.save writes)")
+    path.write_bytes(b"\x80\x04hello world")      # a pickle header, then text: torch raised a bare KeyError
+    with pytest.raises(CheckpointLoadError, match=r"is truncated or not a training checkpoint \(KeyError: 101\)"):
+        read_checkpoint(path)
+
+
+def test_resume_from_a_text_file_is_one_line_and_status_1(run_copy, capsys):
+    (run_copy / "checkpoint.pt").write_text("hello world\n")
+    argv = BASE + ["--out", str(run_copy), "--resume", "--allow-config-change"]
+    err = cli_error(capsys, argv, code=1)
+    assert err.startswith(f"python -m minibert.pretrain: error: {run_copy / 'checkpoint.pt'} is truncated or not "
+                          "a training checkpoint (it starts with the text b'hello wo'") and err.count("\n") == 1
+
+
 # ============================================================================== signals, errors, divergence
 def _trainer(out, steps=8, hook=None, lr=3e-3, checkpoint_every=0):
     """test_train's two-phase run; ``hook(call)`` runs inside the data stream's collate function."""
@@ -332,7 +403,7 @@ def test_an_exception_writes_the_state_before_the_failed_step(tmp_path, full_los
 
 
 def test_cli_exit_status_after_a_signal(capsys, tmp_path, monkeypatch):
-    def stopped(cfg):
+    def stopped(cfg, **_):
         raise TrainingInterrupted("training stopped by signal 15 at step 7", signal.SIGTERM)
     monkeypatch.setattr(pretrain_module, "pretrain", stopped)
     assert "stopped by signal 15 at step 7" in cli_error(capsys, BASE + ["--out", str(tmp_path / "o")], code=143)
@@ -362,6 +433,24 @@ def test_cli_lr_typo_exits_non_zero_and_writes_no_model(capsys, tmp_path, monkey
     assert not (out / "model.safetensors").exists()
     state = read_checkpoint(out / "checkpoint.pt")
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_cli_prints_one_line_per_log_every_when_the_bar_is_off(capsys, tmp_path, monkeypatch):
+    import re
+    cfgs = iter([small_run(tmp_path / "a", steps=4, log_every=2), small_run(tmp_path / "b", steps=4, log_every=2)])
+    monkeypatch.setattr(pretrain_module, "parse_args", lambda argv: next(cfgs))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    pretrain_module.main([])
+    lines = capsys.readouterr().out.splitlines()
+    records = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    assert len(lines) == 3 and json.loads(lines[2])["steps"] == 4          # two progress lines, then the summary
+    for line, record in zip(lines, records):
+        assert re.fullmatch(r"step (\d)/4  loss (\d+\.\d{4})  mlm_acc (\d\.\d{3})  nsp_acc (\d\.\d{3})  "
+                            r"tokens/s (\d+)", line), line
+        assert line.startswith(f"step {record['step']}/4  loss {record['loss']:.4f}  mlm_acc {record['mlm_acc']:.3f}")
+    monkeypatch.delenv("TQDM_DISABLE")                                   # with the bar: no progress lines
+    pretrain_module.main([])
+    assert [json.loads(line)["steps"] for line in capsys.readouterr().out.splitlines()] == [4]
 
 
 # ============================================================================== loading model folders
@@ -480,6 +569,18 @@ def test_finetune_out_checked_before_training(capsys, ft_model, tmp_path):
     assert (done / "model.safetensors").read_bytes() == b"precious"
     err = ft_error(capsys, ["--task", "sst2", "--model", str(ft_model), "--out", str(ft_model), "--overwrite"])
     assert "--out must differ from --model" in err
+
+
+def test_a_model_folder_without_weights_is_refused_before_training(capsys, ft_model, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(ft_model / "config.json", bare / "config.json")
+    err = ft_error(capsys, ["--task", "sst2", "--model", str(bare), "--out", str(tmp_path / "o")])
+    assert err.splitlines()[-1] == (f"python -m minibert.finetune: error: --model {str(bare)!r} has a config.json "
+                                    "but no weights (model.safetensors or pytorch_model.bin)")
+    err = cli_error(capsys, BASE + ["--out", str(tmp_path / "p"), "--init-from", str(bare)])
+    assert f"--init-from {str(bare)!r} has a config.json but no weights" in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "p").exists()
 
 
 def test_finetune_flags(capsys, ft_model, tmp_path, monkeypatch):

@@ -129,6 +129,21 @@ def test_token_classification_matches_transformers_simple_aggregation(ner_model,
     assert ours(SENTENCES[3]) == got[3]                        # one text gives one list of entities
 
 
+def test_token_classification_aggregation_none_matches_transformers(ner_model):
+    ours = minibert.pipeline("ner", model=ner_model, device="cpu")
+    ref = transformers.pipeline("token-classification", model=str(ner_model), device="cpu", aggregation_strategy="none")
+    got, want = ours(SENTENCES, aggregation_strategy="none"), ref(SENTENCES)
+    assert sum(len(g) for g in got) > 10 and set(got[0][0]) == {"entity", "score", "index", "word", "start", "end"}
+    for g, w in zip(got, want):
+        assert [(e["entity"], e["index"], e["word"], e["start"], e["end"]) for e in g] == \
+            [(e["entity"], e["index"], e["word"], e["start"], e["end"]) for e in w]
+        np.testing.assert_allclose([e["score"] for e in g], [float(e["score"]) for e in w], atol=1e-5)
+    assert ours(SENTENCES[0]) == ours(SENTENCES[0], aggregation_strategy="simple")     # the default
+    with pytest.raises(ValueError, match=r"aggregation_strategy must be one of 'none', 'simple', got 'first' "
+                                         r"\(transformers' 'first', 'average' and 'max' are not supported\)"):
+        ours(SENTENCES[0], aggregation_strategy="first")
+
+
 def test_entity_groups_golden(tokenizer):
     from minibert.ner import entity_groups
 
@@ -226,6 +241,23 @@ def test_pipeline_errors(tmp_path, sst2_model):
     with pytest.raises(ValueError, match=r"has no trained text-classification head \(classifier.weight, "
                                          r"classifier.bias not in the checkpoint\): fine-tune it first"):
         minibert.pipeline("text-classification", model=tmp_path / "encoder", device="cpu")
+    with pytest.raises(ValueError) as exc:
+        minibert.pipeline("fill-mask", model=sst2_model, device="cpu")
+    assert str(exc.value) == (
+        f"model {str(sst2_model)!r} holds a sequence classifier (BertForSequenceClassification, from config.json) "
+        "without an MLM head (cls.predictions.* not in the checkpoint): fill-mask needs a pre-trained checkpoint "
+        "saved with its MLM head (BertForMaskedLM or BertForPreTraining, e.g. the --out of python -m "
+        "minibert.pretrain); this folder's task is 'text-classification'")
+    with pytest.raises(ValueError, match=r"model '.*encoder' holds a bare encoder \(BertModel, from config.json\) "
+                                         r"without an MLM head \(cls.predictions.\* not in the checkpoint\): "
+                                         r"fill-mask needs a pre-trained checkpoint"):
+        minibert.pipeline("fill-mask", model=tmp_path / "encoder", device="cpu")
+    with pytest.raises(ValueError, match=r"holds a sequence classifier \(BertForSequenceClassification, from "
+                                         r"config.json\) without a trained span \(question-answering\) head "
+                                         r"\(qa_outputs.weight, qa_outputs.bias not in the checkpoint\): fine-tune "
+                                         r"it first \(python -m minibert.finetune\); this folder's task is "
+                                         r"'text-classification'"):
+        minibert.pipeline("question-answering", model=sst2_model, device="cpu")
     with pytest.raises(ValueError, match="unknown task 'summarization'; choose one of fill-mask"):
         minibert.pipeline("summarization", model=sst2_model)
     with pytest.raises(ValueError, match="is not a directory; pass a checkpoint directory"):
@@ -272,3 +304,67 @@ def test_predict_command_line(sst2_model, qa_model, tmp_path, capsys):
     inputs.write_text('{"sentence": "fine"}\n')
     assert "input 1: a text-classification input object takes the keys \"text\" and optionally" in error(
         ["--model", str(sst2_model), "--file", str(inputs)])
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no weights", "model '{d}' is not a complete checkpoint: no model.safetensors or pytorch_model.bin in {d}"),
+    ("list", "{d}/config.json holds a JSON list, not an object of settings"),
+    ("string", "{d}/config.json holds a JSON string, not an object of settings"),
+    ("number", "{d}/config.json holds a JSON number, not an object of settings"),
+    ("invalid", "{d}/config.json is not valid JSON: Expecting property name enclosed in double quotes at line 1"),
+    ("not utf-8", "{d}/config.json is not UTF-8 text (invalid start byte at byte 0)"),
+    ("wrong type", "{d}/config.json: BertConfig.hidden_size must be an int, got '128'"),
+    ("labels list", "{d}/config.json: BertConfig.id2label must be a mapping (a JSON object), got list"),
+    ("gpt2", "{d}/config.json: model_type is 'gpt2', not 'bert': this is not a BERT model's config"),
+])
+def test_a_bad_model_folder_names_the_file_in_pipeline_and_predict(sst2_model, tmp_path, capsys, damage, message):
+    d = tmp_path / "m"
+    shutil.copytree(sst2_model, d)
+    config = d / "config.json"
+    values = json.loads(config.read_text())
+    if damage == "no weights":
+        (d / "model.safetensors").unlink()
+    elif damage in ("list", "string", "number", "invalid", "not utf-8"):
+        config.write_bytes({"list": b"[1, 2]", "string": b'"bert"', "number": b"3", "invalid": b"{oops}",
+                            "not utf-8": b"\xff\xfe{}"}[damage])
+    else:
+        values.update({"wrong type": {"hidden_size": "128"}, "labels list": {"id2label": ["neg", "pos"]},
+                       "gpt2": {"model_type": "gpt2"}}[damage])
+        config.write_text(json.dumps(values))
+    message = message.format(d=d)
+    for task in (None, "text-classification"):          # the task read from config.json, or given
+        with pytest.raises(ValueError) as exc:
+            minibert.pipeline(task, model=d, device="cpu")
+        assert message in str(exc.value)
+    with pytest.raises(SystemExit) as exc:
+        predict_main(["--model", str(d), "--device", "cpu", "fine"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.splitlines()[-1].startswith(f"python -m minibert.predict: error: {message}")
+
+
+def test_over_long_inputs_are_cut_with_one_warning_naming_the_tokens_dropped(sst2_model, ner_model, qa_model,
+                                                                              tokenizer, caplog):
+    long_text = "a gripping film " * 60                                   # 180 word pieces + [CLS] [SEP]
+    n = len(tokenizer(long_text)["input_ids"])
+    pipe = minibert.pipeline(model=sst2_model, device="cpu")               # max_position_embeddings 128
+    with caplog.at_level("WARNING", logger="minibert"):
+        pipe(["fine", long_text, long_text + "again"])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"text-classification: 2 input(s) longer than the model's 128 tokens were cut; {2 * (n - 128) + 1} token(s) "
+        f"dropped (input 1: {n - 128}, input 2: {n - 127})"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="minibert"):
+        pipe("fine")
+        minibert.pipeline("ner", model=ner_model, device="cpu")(long_text)
+        assert [r.getMessage() for r in caplog.records] == [
+            f"token-classification: 1 input(s) longer than the model's 128 tokens were cut; {n - 128} token(s) "
+            f"dropped (input 0: {n - 128})"]
+        caplog.clear()
+        qa = minibert.pipeline("question-answering", model=qa_model, device="cpu")
+        qa(question="what film?", context=long_text)
+    assert caplog.records == []                                            # windows: no context dropped
+    features = prepare_features({"question": ["what film?"], "context": [long_text]}, tokenizer,
+                                max_length=qa.max_length, doc_stride=min(128, qa.max_length // 3), with_labels=False)
+    covered = {tuple(o) for f in features for o in f["offset_mapping"] if o is not None}
+    words = [(m.start(), m.end()) for m in __import__("re").finditer(r"\S+", long_text)]
+    assert len(features) > 1 and set(words) <= covered
