@@ -13,6 +13,11 @@ the machine, the times) and one line is printed; a second invocation skips the r
 
 A results file holds one scale: pointing a run at a file of another scale is an error. Without the Hugging Face
 hub, point ``MINIBERT_DATA`` at the local data mirror (e.g. ``MINIBERT_DATA=../shared/data``).
+
+Several processes may share one results file (one per core or GPU, started with the same command): each claims
+a run in the file before starting it (under a lock, ``.<name>.lock`` beside the file), skips the runs other
+processes have claimed, and merges its finished run into the file as it is then. A claim whose process has
+died on this machine is taken over.
 """
 from __future__ import annotations
 
@@ -93,6 +98,62 @@ def save(path: Path, results: dict) -> None:
     atomic_write_text(path, json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
+def _alive(claim: dict) -> bool:
+    """Whether the process that claimed a run still runs (a claim from another machine counts as alive)."""
+    if claim.get("host") != platform.node():
+        return True
+    try:
+        os.kill(int(claim["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, ValueError, KeyError):
+        return True
+    return True
+
+
+class SharedResults:
+    """The results file, shared by every process running ablations into it: claims and finished runs are
+    read, changed and written back under one lock, atomically."""
+
+    def __init__(self, path: Path, scale):
+        from filelock import FileLock
+
+        self.path, self.scale = path, scale
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(str(path.parent / f".{path.name}.lock"))
+
+    def read(self) -> dict:
+        with self.lock:
+            return load_results(self.path, self.scale)
+
+    def claim(self, key: str) -> bool:
+        """Claim ``key`` for this process; False when it is finished or another live process runs it."""
+        with self.lock:
+            results = load_results(self.path, self.scale)
+            running = results.setdefault("running", {})
+            if key in results["runs"] or (key in running and _alive(running[key])):
+                return False
+            running[key] = {"pid": os.getpid(), "host": platform.node(), "started": now()}
+            save(self.path, results)
+            return True
+
+    def release(self, key: str, run: dict | None = None, **fields) -> dict:
+        """Drop this process's claim on ``key``; with ``run``, record it (and ``fields``) in the file."""
+        with self.lock:
+            results = load_results(self.path, self.scale)
+            running = results.get("running", {})
+            if running.get(key, {}).get("pid") == os.getpid():
+                del running[key]
+            if not running:
+                results.pop("running", None)
+            if run is not None:
+                results["runs"][key] = run
+                results.update(fields)
+                results.setdefault("created", run["started"])
+            save(self.path, results)
+            return results
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -135,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     out = Path(args.out)
-    results = load_results(out, scale)
+    shared = SharedResults(out, scale)
+    results = shared.read() if out.exists() else load_results(out, scale)
     todo = [(name, seed) for seed in seeds for name in variants if f"{name}/seed{seed}" not in results["runs"]]
     print(f"{len(todo)} of {len(variants) * len(seeds)} runs to do at scale {scale.name!r} -> {out}", flush=True)
     if args.dry_run:
@@ -152,20 +214,24 @@ def main(argv: list[str] | None = None) -> dict:
     command = " ".join(shlex.quote(a) for a in ["python", "scripts/ablations.py", *(sys.argv[1:] if argv is None
                                                                                    else argv)])
     for name, seed in todo:
-        recipe = variants[name]
-        start, cpu_start, started = time.perf_counter(), time.process_time(), now()
-        model, pre = pretrain_variant(recipe, scale, seed, tokenizer, train_docs, held_out_docs)
-        ft = finetune_variant(model, recipe, scale, seed, tokenizer)
         key = f"{name}/seed{seed}"
+        if not shared.claim(key):
+            print(f"{key:28s} done or running in another process: skipped", flush=True)
+            continue
+        recipe = variants[name]
+        try:
+            start, cpu_start, started = time.perf_counter(), time.process_time(), now()
+            model, pre = pretrain_variant(recipe, scale, seed, tokenizer, train_docs, held_out_docs)
+            ft = finetune_variant(model, recipe, scale, seed, tokenizer)
+        except BaseException:
+            shared.release(key)
+            raise
         run = {"variant": name, "seed": seed, "recipe": recipe_dict(recipe),
                "size": list(recipe.size or scale.size), "pretrain": pre, "finetune": ft,
                "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
                "started": started, "finished": now(),
                "command": command, "machine": machine()}
-        results["runs"][key] = run
-        results.update(command=command, machine=run["machine"], updated=run["finished"])
-        results.setdefault("created", started)
-        save(out, results)
+        results = shared.release(key, run, command=command, machine=run["machine"], updated=run["finished"])
         print(summary_line(key, run), flush=True)
     return results
 

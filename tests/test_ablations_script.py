@@ -4,6 +4,8 @@ this scale they are noise; the options themselves are tested in test_ablation_op
 import importlib.util
 import json
 import math
+import os
+import platform
 from pathlib import Path
 
 import pytest
@@ -60,10 +62,13 @@ def test_runs_resume_and_rewrite_the_file_atomically(script, tmp_path, monkeypat
     monkeypatch.setattr(minibert.ablations, "finetune_variant", failing_finetune)
     with pytest.raises(RuntimeError, match="simulated crash"):
         script.main(args)
-    assert [sorted(w["runs"]) for w in writes] == [["bert/seed0"]]
-    assert sorted(p.name for p in out.parent.iterdir()) == ["ablations.json"]      # no temporary file left
+    # each run is claimed in the file, then recorded; the crashed run's claim is dropped
+    assert [(sorted(w["runs"]), sorted(w.get("running", {}))) for w in writes] == [
+        ([], ["bert/seed0"]), (["bert/seed0"], []), (["bert/seed0"], ["no_nsp/seed0"]), (["bert/seed0"], [])]
+    # no temporary file left (the lock file of the processes sharing the results stays, hidden)
+    assert sorted(p.name for p in out.parent.iterdir()) == [".ablations.json.lock", "ablations.json"]
     first = json.loads(out.read_text())
-    assert sorted(first["runs"]) == ["bert/seed0"]
+    assert sorted(first["runs"]) == ["bert/seed0"] and "running" not in first
     printed = capsys.readouterr().out
     assert "2 of 2 runs to do" in printed and printed.count("\nbert/seed0 ") == 1
 
@@ -71,7 +76,7 @@ def test_runs_resume_and_rewrite_the_file_atomically(script, tmp_path, monkeypat
     monkeypatch.setattr(minibert.ablations, "finetune_variant", real_finetune)
     writes.clear()
     results = script.main(args)
-    assert [sorted(w["runs"]) for w in writes] == [["bert/seed0", "no_nsp/seed0"]]
+    assert [sorted(w["runs"]) for w in writes if "running" not in w] == [["bert/seed0", "no_nsp/seed0"]]
     printed = capsys.readouterr().out
     assert "1 of 2 runs to do" in printed and "no_nsp/seed0" in printed and "\nbert/seed0" not in printed
     saved = json.loads(out.read_text())
@@ -101,6 +106,25 @@ def test_runs_resume_and_rewrite_the_file_atomically(script, tmp_path, monkeypat
     assert "nsp_acc" not in saved["runs"]["no_nsp/seed0"]["pretrain"]
     assert 0 <= saved["runs"]["bert/seed0"]["finetune"]["conll2003_features"]["f1"] <= 1
     assert saved["runs"]["no_nsp/seed0"]["recipe"]["sentence_task"] == "none"
+
+
+def test_processes_sharing_a_file_skip_each_others_runs(script, tmp_path, capsys):
+    out = tmp_path / "ablations.json"
+    scale = minibert.ablations.SCALES["micro"]
+    shared = script.SharedResults(out, scale)
+    # another live process on this machine (this one's parent) runs bert; a dead one had claimed no_nsp
+    assert shared.claim("bert/seed0")
+    results = json.loads(out.read_text())
+    results["running"]["bert/seed0"]["pid"] = os.getppid()
+    results["running"]["no_nsp/seed0"] = {"pid": 2**22 + 12345, "host": platform.node(), "started": "then"}
+    out.write_text(json.dumps(results))
+    script.main(ARGS + ["--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "bert/seed0                   done or running in another process: skipped" in printed
+    saved = json.loads(out.read_text())
+    assert sorted(saved["runs"]) == ["no_nsp/seed0"]                 # the dead process's run was taken over
+    assert list(saved["running"]) == ["bert/seed0"] and saved["running"]["bert/seed0"]["pid"] == os.getppid()
+    assert not shared.claim("bert/seed0") and not shared.claim("no_nsp/seed0")
 
 
 def test_flags_are_checked(script, tmp_path, capsys):
