@@ -165,15 +165,15 @@ class Claim:
 def compare(frame: pd.DataFrame, claim: Claim, alpha: float = ALPHA) -> dict:
     """Judge one claim on the seeds of a runs frame with Welch's t-test (:data:`VERDICT_RULE`).
 
-    Returns a dict: the claim's fields, ``n_variant``/``n_baseline``, ``mean_variant``/``mean_baseline``,
-    ``difference`` (variant minus baseline), ``t``, ``p`` (two-sided; NaN when not computed), ``verdict`` (one
+    Returns a dict: the claim's fields (``claim`` is its name), ``n_variant``/``n_baseline``,
+    ``mean_variant``/``mean_baseline``, ``difference`` (variant minus baseline), ``t``, ``p`` (two-sided; NaN when not computed), ``verdict`` (one
     of :data:`REPRODUCED`, :data:`CONTRADICTED`, :data:`NOISE`) and ``reason`` (one sentence). Welch's test
     (``scipy.stats.ttest_ind(equal_var=False)``) does not assume the two variants spread equally.
     """
     a = frame.loc[frame["variant"] == claim.variant, claim.metric].dropna().to_numpy(float)
     b = frame.loc[frame["variant"] == claim.baseline, claim.metric].dropna().to_numpy(float)
     out = {"claim": claim.name, "variant": claim.variant, "baseline": claim.baseline, "metric": claim.metric,
-           "paper": claim.direction, "source": claim.source, "n_variant": len(a), "n_baseline": len(b),
+           "direction": claim.direction, "source": claim.source, "n_variant": len(a), "n_baseline": len(b),
            "mean_variant": a.mean() if len(a) else np.nan, "mean_baseline": b.mean() if len(b) else np.nan,
            "t": np.nan, "p": np.nan}
     out["difference"] = out["mean_variant"] - out["mean_baseline"]
@@ -194,7 +194,7 @@ def compare(frame: pd.DataFrame, claim: Claim, alpha: float = ALPHA) -> dict:
     else:
         verdict = NOISE
     relation = "<" if out["p"] < alpha else ">="
-    reason = f"{claim.variant} is {sign} (paper: {claim.direction}); Welch p = {out['p']:.3f} {relation} {alpha}"
+    reason = f"{claim.variant} is {sign} (claim: {claim.direction}); Welch p = {out['p']:.3f} {relation} {alpha}"
     return out | {"verdict": verdict, "reason": reason}
 
 
@@ -241,7 +241,7 @@ def claims_for(scale) -> tuple[Claim, ...]:
             continue
         bigger = size[0] * size[1] ** 2 > base[0] * base[1] ** 2
         layers, hidden, _ = size
-        name = f"bigger is better: L={layers}, H={hidden} vs L={base[0]}, H={base[1]} (MLM perplexity)"
+        name = f"size: L={layers}, H={hidden} vs L={base[0]}, H={base[1]} (perplexity)"
         out.append(Claim(name, _size_name(size), "bert", "mlm_perplexity", "lower" if bigger else "higher",
                          "Devlin et al. 2019, Section 5.2, Table 6: LM perplexity falls with size"))
     return tuple(out)

@@ -119,17 +119,17 @@ def test_welch_golden_values_and_reproduced():
     assert out["p"] == pytest.approx(0.021312, abs=1e-6)
     assert (out["difference"], out["n_variant"], out["n_baseline"]) == (3.0, 3, 3)
     assert out["verdict"] == REPRODUCED
-    assert out["reason"] == "v is higher (paper: higher); Welch p = 0.021 < 0.05"
+    assert out["reason"] == "v is higher (claim: higher); Welch p = 0.021 < 0.05"
 
 
 def test_contradicted_and_noise():
     frame = frame_of({"v": [4.0, 5.0, 6.0], "base": [1.0, 2.0, 3.0]})
     out = compare(frame, claim("lower"))
-    assert out["verdict"] == CONTRADICTED and out["reason"] == "v is higher (paper: lower); Welch p = 0.021 < 0.05"
+    assert out["verdict"] == CONTRADICTED and out["reason"] == "v is higher (claim: lower); Welch p = 0.021 < 0.05"
     close = frame_of({"v": [1.5, 2.5, 3.5], "base": [1.0, 2.0, 3.0]})   # t = 0.612, p = 0.57
     out = compare(close, claim("higher"))
     assert out["verdict"] == NOISE and out["p"] == pytest.approx(0.573, abs=1e-3)
-    assert out["reason"] == "v is higher (paper: higher); Welch p = 0.573 >= 0.05"
+    assert out["reason"] == "v is higher (claim: higher); Welch p = 0.573 >= 0.05"
     # unequal variances: Welch, not Student
     spread = frame_of({"v": [10.0, 20.0, 30.0, 40.0], "base": [1.0, 1.1, 1.2]})
     welch = stats.ttest_ind([10, 20, 30, 40], [1.0, 1.1, 1.2], equal_var=False).pvalue
