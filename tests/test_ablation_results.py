@@ -1,5 +1,6 @@
 """minibert.ablation_results: the tidy table of the ablations' results file, the t-interval over seeds and the
 verdict rule, on small hand-computable inputs."""
+import json
 import math
 
 import numpy as np
@@ -163,3 +164,25 @@ def test_claims_and_verdicts_table():
     assert table.index.tolist() == ["NSP helps (SST-2)", "bidirectional beats left-to-right (SST-2)"]
     assert table["verdict"].tolist() == [NOISE, NOISE]
     assert table["reason"].tolist()[1] == "no runs of ltr"
+
+
+def test_the_results_file_reads():
+    # results/ablations.json as scripts/ablations.py writes it (any number of runs): every run is a row of a
+    # known variant, with the numbers its recipe must have
+    from pathlib import Path
+
+    from minibert.ablations import finetune_plan, variants_for
+
+    path = Path(__file__).resolve().parents[1] / "results" / "ablations.json"
+    results = json.loads(path.read_text(encoding="utf-8"))
+    frame = runs_frame(results)
+    recipes = variants_for(SCALES[results["scale"]])
+    linear = frame[frame["head"] == "linear"]
+    assert len(linear) == len(results["runs"]) and set(linear["variant"]) <= set(recipes)
+    for row in linear.itertuples():
+        recipe = recipes[row.variant]
+        ppl = row.ltr_perplexity if recipe.objective == "ltr" else row.mlm_perplexity
+        assert ppl > 1 and 0 <= row.sst2_acc <= 1 and 0 <= row.mrpc_acc <= 1, row
+        assert np.isnan(row.nsp_acc) == (recipe.sentence_task == "none"), row
+        assert np.isnan(row.conll_f1) == (("conll2003", "features") not in finetune_plan(recipe)), row
+    assert set(frame.loc[frame["head"] == "bilstm", "variant"]) <= {"ltr_bilstm"}
