@@ -77,12 +77,8 @@ class Recipe:
         return mask, 100 - mask - rnd, rnd
 
     def config_overrides(self) -> dict:
-        out = {"is_decoder": True} if self.objective == "ltr" else {}
-        if self.size is not None:
-            layers, hidden, heads = self.size
-            out.update(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-                       intermediate_size=4 * hidden)
-        return out
+        """BertConfig fields the recipe sets beyond the model's shape (the shape is ``size``, or the scale's)."""
+        return {"is_decoder": True} if self.objective == "ltr" else {}
 
     def instances(self, documents, tokenizer, *, max_seq_length: int, max_predictions: int, seed: int,
                   dupe_factor: int = 1, evaluation: bool = False) -> list[dict]:

@@ -127,6 +127,18 @@ def test_processes_sharing_a_file_skip_each_others_runs(script, tmp_path, capsys
     assert not shared.claim("bert/seed0") and not shared.claim("no_nsp/seed0")
 
 
+def test_a_size_variant_pre_trains_at_its_own_shape(tmp_path):
+    scale = minibert.ablations.SCALES["micro"]
+    variants = minibert.ablations.variants_for(scale)
+    recipe = variants["size_L2_H32_A2"]
+    tokenizer = minibert.ablations.load_tokenizer(scale)
+    train, held_out = minibert.ablations.load_documents(scale, tokenizer)
+    model, metrics = minibert.ablations.pretrain_variant(recipe, scale, 0, tokenizer, train, held_out)
+    c = model.config
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (2, 32, 2, 128)
+    assert metrics["steps"] == scale.steps and math.isfinite(metrics["mlm_perplexity"])
+
+
 def test_flags_are_checked(script, tmp_path, capsys):
     with pytest.raises(SystemExit, match="--variants: unknown \\['bart'\\]"):
         script.main(["--scale", "micro", "--variants", "bart", "--out", str(tmp_path / "a.json"), "--dry-run"])
