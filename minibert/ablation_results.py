@@ -16,6 +16,7 @@ large differences: the verdict "not distinguishable from noise at this scale" me
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,7 +185,11 @@ def compare(frame: pd.DataFrame, claim: Claim, alpha: float = ALPHA) -> dict:
         return out | {"verdict": NOISE, "reason": why}
     if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
         return out | {"verdict": NOISE, "reason": "no variance over seeds on either side: no test possible"}
-    test = stats.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():
+        # One side's seeds all gave the same number (a classifier stuck at the majority class): scipy warns of
+        # precision loss in that side's variance, which is exactly 0; the test itself is right.
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        test = stats.ttest_ind(a, b, equal_var=False)
     out.update(t=float(test.statistic), p=float(test.pvalue))
     sign = "higher" if out["difference"] > 0 else "lower" if out["difference"] < 0 else "equal"
     if out["p"] < alpha and sign == claim.direction:

@@ -186,3 +186,16 @@ def test_the_results_file_reads():
         assert np.isnan(row.nsp_acc) == (recipe.sentence_task == "none"), row
         assert np.isnan(row.conll_f1) == (("conll2003", "features") not in finetune_plan(recipe)), row
     assert set(frame.loc[frame["head"] == "bilstm", "variant"]) <= {"ltr_bilstm"}
+
+
+def test_a_side_stuck_at_one_value_gives_a_verdict_without_warnings():
+    import warnings
+
+    stuck = 0.5091743119266054                      # SST-2's majority class, as three seeds gave it
+    frame = pd.DataFrame({"variant": ["a"] * 3 + ["b"] * 3,
+                          "sst2_acc": [stuck] * 3 + [0.55, 0.60, 0.58]})
+    claim = Claim("b beats a", "b", "a", "sst2_acc", "higher", "test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = compare(frame, claim)
+    assert out["verdict"] == REPRODUCED and out["p"] < 0.05
