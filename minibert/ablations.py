@@ -234,16 +234,14 @@ def load_tokenizer(scale: Scale):
     """The tokenizer of every run at ``scale``: bert-base-uncased's, or with ``scale.vocab_size`` a WordPiece
     vocabulary learned on the training documents (held-out ones excluded) with Chapter 1's trainer. The
     same for every variant and seed, and deterministic."""
-    from .corpus import load_corpora
     from .data import vocab_path
+    from .pretrain import learn_vocabulary
     from .tokenizer import BertTokenizer
-    from .wordpiece_training import train_tokenizer
 
     if scale.vocab_size is None:
         return BertTokenizer.from_pretrained(vocab_path())
-    corpus = load_corpora(CORPORA, max_documents=scale.max_documents)
-    texts = (text for i, text in enumerate(corpus["text"]) if i % scale.eval_every_nth)
-    return train_tokenizer(texts, vocab_size=scale.vocab_size)
+    return learn_vocabulary(CORPORA, scale.vocab_size, max_documents=scale.max_documents,
+                            eval_every_nth=scale.eval_every_nth)
 
 
 def load_documents(scale: Scale, tokenizer):

@@ -335,9 +335,16 @@ def train_vocabulary(cfg: PretrainConfig):
     Google pre-trained with a fixed 30,522-entry vocabulary; a small model on a small corpus spends most of its
     parameters and output-layer time on that vocabulary, so the book's own runs learn one (Chapter 7).
     """
-    corpus = load_corpora(cfg.corpora, max_documents=cfg.max_documents)
-    texts = (text for i, text in enumerate(corpus["text"]) if i % cfg.eval_every_nth != 0)
-    return train_tokenizer(texts, vocab_size=cfg.vocab_size)
+    return learn_vocabulary(cfg.corpora, cfg.vocab_size, max_documents=cfg.max_documents,
+                            eval_every_nth=cfg.eval_every_nth)
+
+
+def learn_vocabulary(corpora, vocab_size: int, *, max_documents: int | None, eval_every_nth: int):
+    """A tokenizer with a WordPiece vocabulary of ``vocab_size`` entries learned on the documents of ``corpora``
+    (the first ``max_documents`` of each) except every ``eval_every_nth`` one, which is held out."""
+    corpus = load_corpora(corpora, max_documents=max_documents)
+    texts = (text for i, text in enumerate(corpus["text"]) if i % eval_every_nth != 0)
+    return train_tokenizer(texts, vocab_size=vocab_size)
 
 
 def load_tokenizer(cfg: PretrainConfig | None = None, out: Path | None = None):
